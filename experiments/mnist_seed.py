@@ -1,0 +1,125 @@
+"""The seed, end to end: Keras's first MNIST network, trained and evaluated with jaxmlp.
+
+    python experiments/mnist_seed.py [--data-dir D] [--out runs/mnist_seed] [--epochs 5] ...
+
+The steps follow the R/Keras original one to one:
+
+    network <- keras_model_sequential() %>% layer_dense(512, "relu") %>% layer_dense(10, "softmax")
+    network %>% compile(optimizer = "rmsprop", loss = "categorical_crossentropy", metrics = "accuracy")
+    train_images <- array_reshape(train_images, c(60000, 28 * 28)) / 255
+    train_labels <- to_categorical(train_labels)
+    model_fit <- network %>% fit(train_images, train_labels, epochs = 5, batch_size = 128, validation_split = 0.2)
+    network %>% evaluate(test_images, test_labels); plot(model_fit); network %>% predict_classes(test_images[1:10, ])
+
+Writes into --out: config.json, metrics.jsonl (one line per epoch), summary.json,
+history.png, predictions.png and params.npz (one array per parameter, "0/w", ...).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+import jaxmlp
+from jaxmlp import checkpoint, cli, data, optim, plot, train
+
+
+def parse_args(argv):
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", help="folder with mnist.npz or the IDX files (default: $JAXMLP_DATA, else ~/.cache/jaxmlp)")
+    parser.add_argument("--dataset", choices=data.DATASETS, default="mnist")
+    parser.add_argument("--out", default="runs/mnist_seed", help="output folder (default: runs/mnist_seed)")
+    parser.add_argument("--epochs", type=cli.nonnegative_int, default=5)
+    parser.add_argument("--batch-size", type=cli.positive_int, default=128)
+    parser.add_argument(
+        "--optimizer", default="rmsprop", help=f"one of {', '.join(optim.NAMES)}, or optax.<name> (default: rmsprop)"
+    )
+    parser.add_argument("--lr", type=cli.positive_float, help="learning rate (default: Keras's for the optimizer)")
+    parser.add_argument("--validation-split", type=cli.fraction, default=0.2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hidden", type=cli.positive_int, default=512, help="units in the hidden layer")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    out = Path(args.out)
+    optimizer = optim.from_name(args.optimizer, args.lr)  # checked before anything is read or written
+
+    # 1. The data: uint8 arrays exactly as keras.datasets.mnist.load_data() gives them.
+    (train_images, train_labels), (test_images, test_labels) = data.load_dataset(args.dataset, args.data_dir)
+    print(f"{args.dataset}: train {train_images.shape} {train_images.dtype}, test {test_images.shape}")
+    config = {
+        **vars(args),
+        "data_dir": str(args.data_dir or data.default_data_dir()),
+        "lr": args.lr if args.lr is not None else optim.default_learning_rate(args.optimizer),
+    }
+    checkpoint.write_json(out / "config.json", config)
+    checkpoint.write_jsonl(out / "metrics.jsonl", [])  # a rerun starts a fresh log
+
+    # 2. The network: 784 -> hidden (relu) -> 10 (softmax folded into the loss).
+    init_key, shuffle_key = jax.random.split(jax.random.key(args.seed))
+    params = jaxmlp.init_mlp(init_key, (28 * 28, args.hidden, 10))
+    jaxmlp.summary(params)
+
+    # 3. Preparation: flatten to 784 and one-hot the labels. The /255 happens on the
+    #    device, inside the compiled step, so the images travel as uint8.
+    train_images = train_images.reshape(len(train_images), 28 * 28)
+    train_labels = jaxmlp.to_categorical(train_labels)
+
+    # 4. fit, writing one line of metrics.jsonl per epoch.
+    records = []
+
+    def log_epoch(epoch, logs, state):
+        records.append({"epoch": epoch, **logs})
+        checkpoint.write_jsonl(out / "metrics.jsonl", records)
+
+    start = time.perf_counter()
+    state, history = jaxmlp.fit(
+        train.init_train_state(params, optimizer, shuffle_key),
+        train_images,
+        train_labels,
+        optimizer=optimizer,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        validation_split=args.validation_split,
+        on_epoch_end=log_epoch,
+        verbose=True,
+    )
+    fit_seconds = time.perf_counter() - start
+
+    # 5. evaluate on all 10,000 test images; 6. plot; 7. predict the first ten.
+    test = jaxmlp.evaluate(state.params, test_images, test_labels)
+    print(f"test_loss: {test['loss']:.4f} - test_accuracy: {test['accuracy']:.4f}")
+    if args.epochs:
+        plot.plot_history(history, out / "history.png")
+    predicted = jaxmlp.predict_classes(state.params, test_images[:10])
+    plot.plot_predictions(test_images[:10], predicted, test_labels[:10], out / "predictions.png")
+    print("first 10 test images, predicted:", " ".join(map(str, predicted)))
+    print("                      true:     ", " ".join(map(str, test_labels[:10])))
+
+    checkpoint.save_pytree(out / "params.npz", state.params)
+    summary = {
+        "dataset": args.dataset,
+        "optimizer": args.optimizer,
+        "parameters": jaxmlp.count_params(state.params),
+        "test_loss": test["loss"],
+        "test_accuracy": test["accuracy"],
+        "epochs": args.epochs,
+        "fit_seconds": fit_seconds,
+        "compile_seconds": history.compile_seconds,
+        "epoch_seconds_median": float(np.median(history.seconds)) if history.seconds else None,
+        "final": {name: values[-1] for name, values in history.metrics.items()},
+        "predicted_first_10": predicted.tolist(),
+        "true_first_10": test_labels[:10].tolist(),
+        **cli.environment(),
+    }
+    checkpoint.write_json(out / "summary.json", summary)
+    print(f"wrote {out}/: config.json metrics.jsonl summary.json history.png predictions.png params.npz")
+
+
+if __name__ == "__main__":
+    cli.run(main)

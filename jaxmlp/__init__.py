@@ -1,0 +1,44 @@
+"""jaxmlp: the Keras MNIST example (784 -> 512 relu -> 10 softmax, RMSProp) in functional JAX."""
+
+from jaxmlp import hyperparams, optim, schedules
+from jaxmlp.checkpoint import load_pytree, save_pytree
+from jaxmlp.data import load_dataset, load_mnist, to_categorical
+from jaxmlp.model import accuracy, apply, count_params, cross_entropy, init_mlp, loss, summary
+from jaxmlp.optim import GradientTransformation, adagrad, adam, apply_updates, rmsprop, sgd
+from jaxmlp.plot import plot_history
+from jaxmlp.train import History, TrainState, evaluate, fit, predict, predict_classes, train_epoch, train_step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GradientTransformation",
+    "History",
+    "TrainState",
+    "accuracy",
+    "adagrad",
+    "adam",
+    "apply",
+    "apply_updates",
+    "count_params",
+    "cross_entropy",
+    "evaluate",
+    "fit",
+    "hyperparams",
+    "init_mlp",
+    "load_dataset",
+    "load_mnist",
+    "load_pytree",
+    "loss",
+    "optim",
+    "plot_history",
+    "predict",
+    "predict_classes",
+    "rmsprop",
+    "save_pytree",
+    "schedules",
+    "sgd",
+    "summary",
+    "to_categorical",
+    "train_epoch",
+    "train_step",
+]

@@ -1,0 +1,89 @@
+"""Plumbing shared by the experiment scripts: flag types, one-line errors, run metadata.
+
+A script's `main` is wrapped in `run`, which turns the errors a user can cause (a
+bad flag, a missing file, a value out of range) into one line on stderr,
+
+    error: --lr must be > 0 (e.g. 1e-3); got -1
+
+and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+
+import jax
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is reported in one line (`error: ...`), without the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def run(main, argv=None) -> None:
+    """Call main(argv); exit 1 with `error: <message>` on a user-facing error."""
+    try:
+        main(argv)
+    except (ValueError, TypeError, OSError) as err:  # FileNotFoundError is an OSError
+        message = str(err).strip().replace("\n", " ") or type(err).__name__
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def _number(kind, text: str):
+    try:
+        return kind(text)
+    except ValueError:
+        expected = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    value = _number(int, text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0; got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    value = _number(int, text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0; got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _number(float, text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0 (e.g. 1e-3); got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = _number(float, text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1) (e.g. 0.2); got {text}")
+    return value
+
+
+def environment() -> dict:
+    """What a result depends on besides the code: JAX version, devices, precision settings."""
+    devices = jax.devices()
+    return {
+        "jax_version": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": len(devices),
+        "device_kind": devices[0].device_kind,
+        "processes": jax.process_count(),
+        "x64": bool(jax.config.jax_enable_x64),
+        "matmul_precision": str(jax.config.jax_default_matmul_precision),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }

@@ -1,0 +1,61 @@
+"""Figures, drawn with matplotlib (imported only when a figure is drawn) and saved atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jaxmlp.checkpoint import atomic_write
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(figure, path) -> Path:
+    """Save a matplotlib figure to `path` atomically (the format follows the suffix) and close it."""
+    path = Path(path)
+    try:
+        return atomic_write(path, lambda f: figure.savefig(f, format=path.suffix[1:] or "png", dpi=120))
+    finally:
+        _pyplot().close(figure)
+
+
+def plot_history(history, path) -> Path:
+    """Loss and accuracy per epoch, training and validation, as R's `plot(model_fit)`.
+
+    `history` is what `fit` returns, or its `metrics` dict
+    ({"loss": [...], "accuracy": [...], "val_loss": [...], "val_accuracy": [...]}).
+    """
+    metrics = getattr(history, "metrics", history)
+    plt = _pyplot()
+    figure, axes = plt.subplots(2, 1, figsize=(6, 6), sharex=True)
+    for ax, name in zip(axes, ("loss", "accuracy")):
+        for prefix, label, style in (("", "training", "o-"), ("val_", "validation", "s-")):
+            values = metrics.get(prefix + name)
+            if values:
+                ax.plot(range(1, len(values) + 1), values, style, label=label)
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[-1].set_xlabel("epoch")
+    axes[-1].xaxis.get_major_locator().set_params(integer=True)
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def plot_predictions(images, predicted, true, path) -> Path:
+    """A row of digits, each titled with its predicted and true class (red when wrong)."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(images), figsize=(1.2 * len(images), 1.6), squeeze=False)
+    for ax, image, guess, label in zip(axes[0], images, predicted, true):
+        ax.imshow(image.reshape(28, 28), cmap="gray_r")
+        ax.set_title(f"{guess} ({label})", color="black" if guess == label else "red", fontsize=9)
+        ax.axis("off")
+    figure.suptitle("predicted (true)", fontsize=9)
+    figure.tight_layout()
+    return save_figure(figure, path)

@@ -1,0 +1,122 @@
+"""The main job end to end, its files, and its command-line errors (one line, no traceback)."""
+
+import gzip
+import json
+import os
+import runpy
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, mnist_dir
+from jaxmlp import plot, train
+
+SEED_SCRIPT = REPO / "experiments" / "mnist_seed.py"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_in_process(script, argv, capsys):
+    """Run a script as __main__ with these flags; returns (exit code, stdout, stderr)."""
+    saved = sys.argv
+    sys.argv = [str(script), *argv]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        sys.argv = saved
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_mnist_seed_runs_end_to_end_and_writes_every_file(mnist, tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, str(SEED_SCRIPT), "--epochs", "2", "--hidden", "32", "--out", str(out)],
+        env={**os.environ, "JAXMLP_DATA": str(mnist_dir())},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Total params: 25,450" in result.stdout  # 784*32 + 32 + 32*10 + 10
+    assert "Epoch 2/2 - " in result.stdout and "test_accuracy: " in result.stdout
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["lr"] == 0.001 and config["batch_size"] == 128 and config["data_dir"] == str(mnist_dir())
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"} <= set(metrics[0])
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("test_loss", "test_accuracy", "fit_seconds", "compile_seconds", "epochs", "devices", "device_kind",
+                "jax_version"):
+        assert key in summary
+    assert summary["test_accuracy"] > 0.9 and summary["devices"] >= 1 and summary["epochs"] == 2
+    assert summary["true_first_10"] == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    with np.load(out / "params.npz") as params:
+        assert {name: params[name].shape for name in params.files} == {
+            "0/w": (784, 32), "0/b": (32,), "1/w": (32, 10), "1/b": (10,)}
+    for figure in ("history.png", "predictions.png"):
+        assert (out / figure).read_bytes()[:8] == PNG_MAGIC
+
+
+def write_idx(path, array, magic):
+    header = magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def test_dataset_flag_reads_fashion_mnist_files(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "data" / "fashion_mnist"
+    folder.mkdir(parents=True)
+    for split, n in (("train", 200), ("t10k", 50)):
+        write_idx(folder / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)), 2051)
+        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n), 2049)
+    argv = ["--dataset", "fashion_mnist", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out"),
+            "--epochs", "1", "--hidden", "8", "--batch-size", "32", "--optimizer", "optax.adamw", "--lr", "0.01"]
+    code, out, err = run_in_process(SEED_SCRIPT, argv, capsys)
+    assert code == 0, err
+    assert "fashion_mnist: train (200, 28, 28)" in out
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["optimizer"] == "optax.adamw"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--lr", "-1"], "error: argument --lr: must be a finite number > 0"),
+        (["--lr", "fast"], "error: argument --lr: expected a number, got 'fast'"),
+        (["--batch-size", "0"], "error: argument --batch-size: must be > 0"),
+        (["--epochs", "-2"], "error: argument --epochs: must be >= 0"),
+        (["--validation-split", "1"], r"error: argument --validation-split: must be in [0, 1)"),
+        (["--dataset", "cifar10"], "error: argument --dataset: invalid choice: 'cifar10'"),
+        (["--optimizer", "rmsporp"], "error: unknown optimizer 'rmsporp'; choose one of sgd, momentum"),
+        (["--data-dir", "/no/such/folder"], "error: data folder /no/such/folder does not exist"),
+    ],
+)
+def test_bad_flags_give_one_line_and_a_nonzero_exit(argv, message, tmp_path, capsys):
+    code, out, err = run_in_process(SEED_SCRIPT, [*argv, "--out", str(tmp_path / "out")], capsys)
+    assert code != 0
+    assert err.startswith(message)
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_real_process_prints_no_traceback(tmp_path):
+    (tmp_path / "mnist.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    result = subprocess.run(
+        [sys.executable, str(SEED_SCRIPT), "--data-dir", str(tmp_path), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: {tmp_path / 'mnist.npz'}: not a readable .npz file")
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_plot_history_draws_training_and_validation(tmp_path):
+    history = train.History({"loss": [0.3, 0.1], "accuracy": [0.9, 0.97], "val_loss": [0.2, 0.15],
+                             "val_accuracy": [0.94, 0.96]}, seconds=[1.0, 1.0], compile_seconds=0.5)
+    assert plot.plot_history(history, tmp_path / "h.png").read_bytes()[:8] == PNG_MAGIC
+    assert plot.plot_history({"loss": [1.0], "accuracy": [0.5]}, tmp_path / "d.png").read_bytes()[:8] == PNG_MAGIC
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.png", "h.png"]  # no temporary files left
