@@ -73,6 +73,24 @@ def fraction(text: str) -> float:
     return value
 
 
+def positive_floats(text: str) -> list[float]:
+    """A comma-separated list of positive numbers: "1e-3,3e-3,0.01"."""
+    return [positive_float(item) for item in text.split(",")]
+
+
+def names(choices):
+    """A flag type for a comma-separated subset of `choices`, in the order given."""
+
+    def parse(text: str) -> list[str]:
+        chosen = [item.strip() for item in text.split(",")]
+        unknown = [item for item in chosen if item not in choices]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {', '.join(unknown)}; choose from {','.join(choices)}")
+        return chosen
+
+    return parse
+
+
 def environment() -> dict:
     """What a result depends on besides the code: JAX version, devices, precision settings."""
     devices = jax.devices()

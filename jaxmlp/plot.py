@@ -48,6 +48,23 @@ def plot_history(history, path) -> Path:
     return save_figure(figure, path)
 
 
+def plot_comparison(histories: dict, path) -> Path:
+    """Validation loss and accuracy per epoch, one line per run: {"adam": metrics, "sgd": metrics, ...}."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, name in zip(axes, ("val_loss", "val_accuracy")):
+        for label, metrics in histories.items():
+            values = metrics[name]
+            ax.plot(range(1, len(values) + 1), values, "o-", label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name.replace("_", " "))
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[1].legend()
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
 def plot_predictions(images, predicted, true, path) -> Path:
     """A row of digits, each titled with its predicted and true class (red when wrong)."""
     plt = _pyplot()

@@ -14,6 +14,7 @@ from conftest import REPO, mnist_dir
 from jaxmlp import plot, train
 
 SEED_SCRIPT = REPO / "experiments" / "mnist_seed.py"
+COMPARE_SCRIPT = REPO / "experiments" / "compare_optimizers.py"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -112,6 +113,28 @@ def test_a_real_process_prints_no_traceback(tmp_path):
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: {tmp_path / 'mnist.npz'}: not a readable .npz file")
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_compare_optimizers_tunes_on_validation_and_writes_table_and_figure(mnist, tmp_path, capsys):
+    argv = ["--data-dir", str(mnist_dir()), "--out", str(tmp_path), "--optimizers", "sgd,adam", "--grid", "1e-3,0.1",
+            "--epochs", "2", "--tune-epochs", "1", "--train-size", "1000"]
+    code, out, err = run_in_process(COMPARE_SCRIPT, argv, capsys)
+    assert code == 0, err
+    results = json.loads((tmp_path / "compare.json").read_text())["results"]
+    assert [r["optimizer"] for r in results] == ["sgd", "adam"]
+    for r in results:
+        scores = r["tuning_val_accuracy"]
+        assert set(scores) == {"0.001", "0.1"}
+        assert scores[str(r["learning_rate"])] == max(scores.values())  # the winner is the best on validation
+        assert len(r["history"]["val_accuracy"]) == 2 and 0 < r["test_accuracy"] <= 1
+    assert results[0]["learning_rate"] == 0.1  # plain SGD at 1e-3 barely moves in one epoch
+    assert "| optimizer | learning rate | val accuracy | test accuracy |" in out
+    assert (tmp_path / "compare.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_compare_optimizers_rejects_unknown_names(tmp_path, capsys):
+    code, _, err = run_in_process(COMPARE_SCRIPT, ["--optimizers", "sgd,lion", "--out", str(tmp_path)], capsys)
+    assert code == 2 and err.startswith("error: argument --optimizers: unknown lion; choose from sgd,momentum")
 
 
 def test_plot_history_draws_training_and_validation(tmp_path):
