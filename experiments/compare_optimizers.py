@@ -45,6 +45,7 @@ def parse_args(argv):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    cli.enable_compilation_cache()
     out = Path(args.out)
     (x_train, y_train), (x_test, y_test) = data.load_dataset(args.dataset, args.data_dir)
     x_train, y_train = x_train[: args.train_size], y_train[: args.train_size]

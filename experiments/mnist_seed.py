@@ -46,6 +46,7 @@ def parse_args(argv):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    cli.enable_compilation_cache()
     out = Path(args.out)
     optimizer = optim.from_name(args.optimizer, args.lr)  # checked before anything is read or written
 
@@ -115,6 +116,7 @@ def main(argv=None) -> None:
         "final": {name: values[-1] for name, values in history.metrics.items()},
         "predicted_first_10": predicted.tolist(),
         "true_first_10": test_labels[:10].tolist(),
+        "peak_rss_mb": cli.peak_rss_mb(),
         **cli.environment(),
     }
     checkpoint.write_json(out / "summary.json", summary)

@@ -11,10 +11,14 @@ and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
+from pathlib import Path
 
 import jax
+
+from jaxmlp import data
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -89,6 +93,42 @@ def names(choices):
         return chosen
 
     return parse
+
+
+def enable_compilation_cache() -> Path | None:
+    """Keep compiled programs on disk, so a second run of an experiment skips XLA compilation.
+
+    The folder is $JAXMLP_COMPILE_CACHE, else $XDG_CACHE_HOME/jaxmlp/xla (~/.cache/jaxmlp/xla).
+    JAXMLP_COMPILE_CACHE=off turns it off. Returns the folder, or None when off.
+    """
+    setting = os.environ.get("JAXMLP_COMPILE_CACHE", "")
+    if setting.lower() in ("off", "0", "false", "no"):
+        return None
+    folder = Path(setting).expanduser() if setting else data.cache_dir() / "xla"
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # ours take ~1 s; the default skips them
+    return folder
+
+
+def peak_rss_mb() -> float | None:
+    """The most memory this process has held so far (resident set, MB); None where unknown.
+
+    Linux: VmHWM of /proc/self/status, which belongs to this program alone (ru_maxrss
+    would also count the parent a subprocess was forked from). Elsewhere: ru_maxrss.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB elsewhere
 
 
 def environment() -> dict:

@@ -45,11 +45,16 @@ HOW_TO_SUPPLY = (
 )
 
 
+def cache_dir() -> Path:
+    """jaxmlp's folder for things it can fetch or rebuild: $XDG_CACHE_HOME/jaxmlp, else ~/.cache/jaxmlp."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "jaxmlp"
+
+
 def default_data_dir() -> Path:
-    """$JAXMLP_DATA if set, else $XDG_CACHE_HOME/jaxmlp, else ~/.cache/jaxmlp."""
+    """$JAXMLP_DATA if set, else `cache_dir()`."""
     if os.environ.get("JAXMLP_DATA"):
         return Path(os.environ["JAXMLP_DATA"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "jaxmlp"
+    return cache_dir()
 
 
 def load_mnist(data_dir=None):

@@ -15,6 +15,7 @@ from jaxmlp import plot, train
 
 SEED_SCRIPT = REPO / "experiments" / "mnist_seed.py"
 COMPARE_SCRIPT = REPO / "experiments" / "compare_optimizers.py"
+BENCHMARK_SCRIPT = REPO / "experiments" / "benchmark.py"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -69,13 +70,18 @@ def write_idx(path, array, magic):
     path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
 
 
-def test_dataset_flag_reads_fashion_mnist_files(tmp_path, capsys):
+def small_fashion_mnist(folder):
+    """200 training and 50 test images of noise, as gzipped IDX files in folder/fashion_mnist/."""
     rng = np.random.default_rng(0)
-    folder = tmp_path / "data" / "fashion_mnist"
-    folder.mkdir(parents=True)
+    (folder / "fashion_mnist").mkdir(parents=True)
     for split, n in (("train", 200), ("t10k", 50)):
-        write_idx(folder / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)), 2051)
-        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n), 2049)
+        write_idx(folder / "fashion_mnist" / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)), 2051)
+        write_idx(folder / "fashion_mnist" / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n), 2049)
+    return folder
+
+
+def test_dataset_flag_reads_fashion_mnist_files(tmp_path, capsys):
+    small_fashion_mnist(tmp_path / "data")
     argv = ["--dataset", "fashion_mnist", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out"),
             "--epochs", "1", "--hidden", "8", "--batch-size", "32", "--optimizer", "optax.adamw", "--lr", "0.01"]
     code, out, err = run_in_process(SEED_SCRIPT, argv, capsys)
@@ -135,6 +141,37 @@ def test_compare_optimizers_tunes_on_validation_and_writes_table_and_figure(mnis
 def test_compare_optimizers_rejects_unknown_names(tmp_path, capsys):
     code, _, err = run_in_process(COMPARE_SCRIPT, ["--optimizers", "sgd,lion", "--out", str(tmp_path)], capsys)
     assert code == 2 and err.startswith("error: argument --optimizers: unknown lion; choose from sgd,momentum")
+
+
+@pytest.mark.parametrize("setting", ["folder", "off"])
+def test_experiments_keep_a_persistent_compilation_cache_unless_it_is_off(setting, tmp_path):
+    data_dir = small_fashion_mnist(tmp_path / "data")
+    cache = tmp_path / "xla"
+    result = subprocess.run(
+        [sys.executable, str(SEED_SCRIPT), "--dataset", "fashion_mnist", "--data-dir", str(data_dir),
+         "--out", str(tmp_path / "out"), "--epochs", "1", "--hidden", "8", "--batch-size", "50"],
+        env={**os.environ, "JAXMLP_COMPILE_CACHE": str(cache) if setting == "folder" else "off",
+             "XDG_CACHE_HOME": str(tmp_path / "home-cache")},
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    if setting == "folder":
+        assert any(name.startswith("jit_train_epoch") for name in os.listdir(cache))
+    else:
+        assert not cache.exists() and not (tmp_path / "home-cache" / "jaxmlp").exists()
+
+
+def test_benchmark_reports_ratios_to_the_floor(mnist, tmp_path, capsys):
+    argv = ["--data-dir", str(mnist_dir()), "--out", str(tmp_path), "--repeats", "1", "--hidden", "16",
+            "--skip", "seed,keras,torch,precision"]
+    code, out, err = run_in_process(BENCHMARK_SCRIPT, argv, capsys)
+    assert code == 0, err
+    result = json.loads((tmp_path / "benchmark.json").read_text())
+    for key in ("floor_epoch_seconds", "epoch_seconds", "ratio_to_floor", "compile_seconds", "loop_epoch_seconds",
+                "device_kind"):
+        assert result[key] is not None
+    assert result["ratio_to_floor"] == pytest.approx(result["epoch_seconds"] / result["floor_epoch_seconds"])
+    assert "| GEMM floor: one epoch's matmuls |" in out and "| naive loop" in out
 
 
 def test_plot_history_draws_training_and_validation(tmp_path):

@@ -81,6 +81,18 @@ def assert_trees_close(actual, expected, rtol, atol):
         np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=rtol, atol=atol)
 
 
+def assert_trees_close_to_scale(actual, expected, rtol):
+    """|a - e| <= rtol * (|e| + max|e|) per leaf: relative error, measured against the leaf's scale near zero.
+
+    Float32 trajectories drift by a few ulps wherever XLA fuses the two programs
+    differently; elements crossing zero would fail any purely elementwise rtol.
+    """
+    assert jax.tree.structure(actual) == jax.tree.structure(expected)
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+        e = np.asarray(e)
+        np.testing.assert_allclose(np.asarray(a), e, rtol=rtol, atol=rtol * np.abs(e).max())
+
+
 @pytest.mark.parametrize("name, ours, theirs, our_lr, optax_lr", CASES, ids=IDS)
 def test_trajectory_equals_optax_float64(name, ours, theirs, our_lr, optax_lr):
     with jax.enable_x64(True):
@@ -96,7 +108,7 @@ def test_trajectory_equals_optax_float64(name, ours, theirs, our_lr, optax_lr):
 def test_trajectory_equals_optax_float32(name, ours, theirs, our_lr, optax_lr):
     problem = small_network(jnp.float32)
     path, reference = trajectory(ours(our_lr), *problem), trajectory(theirs(optax_lr), *problem)
-    assert_trees_close(path, reference, rtol=1e-5, atol=1e-6)
+    assert_trees_close_to_scale(path, reference, rtol=1e-5)
 
 
 # --------------------------------------------------------------------------- first steps by hand

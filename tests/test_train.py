@@ -211,3 +211,36 @@ def test_fit_rejects_mismatched_data():
         train.fit(params, x[:, :20], y)
     with pytest.raises(ValueError, match="a TrainState and a key"):
         train.fit(train.init_train_state(params, optim.sgd(0.1), jax.random.key(0)), x, y, key=jax.random.key(1))
+
+
+def test_validation_and_evaluation_compile_once(monkeypatch):
+    traced = []
+    apply = model.apply
+    monkeypatch.setattr(model, "apply", lambda params, x: (traced.append(x.shape), apply(params, x))[1])
+    x, y = random_data(1000)
+    params = model.init_mlp(jax.random.key(0), (784, 8, 10))
+    train.fit(params, x, y, epochs=3, batch_size=128, validation_split=0.2)
+    assert len(traced) == 2  # the epoch program once, the validation program once, for three epochs
+    train.evaluate(params, x[:300], y[:300])
+    train.evaluate(params, x[300:600], y[300:600])  # same shapes: the compiled program is reused
+    assert len(traced) == 3
+
+
+def test_nothing_in_the_library_names_a_platform():
+    """The same code must run on CPU, GPU and TPU: no device kind is spelled out anywhere in jaxmlp/."""
+    import re
+    from pathlib import Path
+
+    source = "\n".join(p.read_text() for p in Path(train.__file__).parent.glob("*.py"))
+    assert not re.search(r"""["'](cpu|gpu|cuda|rocm|tpu)["']""", source, re.IGNORECASE)
+    assert "jax.devices(" not in source.replace("jax.devices()", "")  # never a backend argument
+
+
+def test_training_runs_at_reduced_matmul_precision():
+    """GPUs and TPUs default to TF32 or bf16 matmuls; the compiled programs must not depend on float32."""
+    x, y = random_data(300)
+    params = model.init_mlp(jax.random.key(0), (784, 16, 10))
+    with jax.default_matmul_precision("bfloat16"):
+        state, history = train.fit(params, x, y, epochs=2, batch_size=64, validation_split=0.2)
+        result = train.evaluate(state.params, x, y)
+    assert np.isfinite(history.metrics["val_loss"]).all() and 0 <= result["accuracy"] <= 1
