@@ -13,6 +13,8 @@ The steps follow the R/Keras original one to one:
 
 Writes into --out: config.json, metrics.jsonl (one line per epoch), summary.json,
 history.png, predictions.png and params.npz (one array per parameter, "0/w", ...).
+Trains on every visible device; --coordinator, --num-processes and --process-id make
+it one process of a multi-host run, in which only process 0 prints and writes.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import jax
 import numpy as np
 
 import jaxmlp
-from jaxmlp import checkpoint, cli, data, optim, plot, train
+from jaxmlp import checkpoint, cli, data, optim, parallel, plot, train
 
 
 def parse_args(argv):
@@ -41,42 +43,48 @@ def parse_args(argv):
     parser.add_argument("--validation-split", type=cli.fraction, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hidden", type=cli.positive_int, default=512, help="units in the hidden layer")
+    cli.add_distributed_flags(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    cli.start_distributed(args)  # before anything else touches JAX
     cli.enable_compilation_cache()
     out = Path(args.out)
     optimizer = optim.from_name(args.optimizer, args.lr)  # checked before anything is read or written
+    main_process = parallel.is_main_process()  # with several processes, only process 0 prints and writes
+    report = print if main_process else lambda *_: None
 
     # 1. The data: uint8 arrays exactly as keras.datasets.mnist.load_data() gives them.
     (train_images, train_labels), (test_images, test_labels) = data.load_dataset(args.dataset, args.data_dir)
-    print(f"{args.dataset}: train {train_images.shape} {train_images.dtype}, test {test_images.shape}")
+    report(f"{args.dataset}: train {train_images.shape} {train_images.dtype}, test {test_images.shape}")
     config = {
         **vars(args),
         "data_dir": str(args.data_dir or data.default_data_dir()),
         "lr": args.lr if args.lr is not None else optim.default_learning_rate(args.optimizer),
     }
-    checkpoint.write_json(out / "config.json", config)
-    checkpoint.write_jsonl(out / "metrics.jsonl", [])  # a rerun starts a fresh log
+    if main_process:
+        checkpoint.write_json(out / "config.json", config)
+        checkpoint.write_jsonl(out / "metrics.jsonl", [])  # a rerun starts a fresh log
 
     # 2. The network: 784 -> hidden (relu) -> 10 (softmax folded into the loss).
     init_key, shuffle_key = jax.random.split(jax.random.key(args.seed))
     params = jaxmlp.init_mlp(init_key, (28 * 28, args.hidden, 10))
-    jaxmlp.summary(params)
+    jaxmlp.summary(params, print_fn=report)
 
     # 3. Preparation: flatten to 784 and one-hot the labels. The /255 happens on the
     #    device, inside the compiled step, so the images travel as uint8.
     train_images = train_images.reshape(len(train_images), 28 * 28)
     train_labels = jaxmlp.to_categorical(train_labels)
 
-    # 4. fit, writing one line of metrics.jsonl per epoch.
+    # 4. fit, on every visible device, writing one line of metrics.jsonl per epoch.
     records = []
 
     def log_epoch(epoch, logs, state):
         records.append({"epoch": epoch, **logs})
-        checkpoint.write_jsonl(out / "metrics.jsonl", records)
+        if main_process:
+            checkpoint.write_jsonl(out / "metrics.jsonl", records)
 
     start = time.perf_counter()
     state, history = jaxmlp.fit(
@@ -88,20 +96,21 @@ def main(argv=None) -> None:
         batch_size=args.batch_size,
         validation_split=args.validation_split,
         on_epoch_end=log_epoch,
-        verbose=True,
+        verbose=main_process,
     )
     fit_seconds = time.perf_counter() - start
 
     # 5. evaluate on all 10,000 test images; 6. plot; 7. predict the first ten.
     test = jaxmlp.evaluate(state.params, test_images, test_labels)
-    print(f"test_loss: {test['loss']:.4f} - test_accuracy: {test['accuracy']:.4f}")
+    predicted = jaxmlp.predict_classes(state.params, test_images[:10])
+    report(f"test_loss: {test['loss']:.4f} - test_accuracy: {test['accuracy']:.4f}")
+    report("first 10 test images, predicted:", " ".join(map(str, predicted)))
+    report("                      true:     ", " ".join(map(str, test_labels[:10])))
+    if not main_process:
+        return
     if args.epochs:
         plot.plot_history(history, out / "history.png")
-    predicted = jaxmlp.predict_classes(state.params, test_images[:10])
     plot.plot_predictions(test_images[:10], predicted, test_labels[:10], out / "predictions.png")
-    print("first 10 test images, predicted:", " ".join(map(str, predicted)))
-    print("                      true:     ", " ".join(map(str, test_labels[:10])))
-
     checkpoint.save_pytree(out / "params.npz", state.params)
     summary = {
         "dataset": args.dataset,
@@ -120,7 +129,7 @@ def main(argv=None) -> None:
         **cli.environment(),
     }
     checkpoint.write_json(out / "summary.json", summary)
-    print(f"wrote {out}/: config.json metrics.jsonl summary.json history.png predictions.png params.npz")
+    report(f"wrote {out}/: config.json metrics.jsonl summary.json history.png predictions.png params.npz")
 
 
 if __name__ == "__main__":

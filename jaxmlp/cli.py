@@ -18,7 +18,7 @@ from pathlib import Path
 
 import jax
 
-from jaxmlp import data
+from jaxmlp import data, parallel
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -82,6 +82,16 @@ def positive_floats(text: str) -> list[float]:
     return [positive_float(item) for item in text.split(",")]
 
 
+def positive_ints(text: str) -> list[int]:
+    """A comma-separated list of positive integers: "1,16,64"."""
+    return [positive_int(item) for item in text.split(",")]
+
+
+def nonnegative_ints(text: str) -> list[int]:
+    """A comma-separated list of integers >= 0: "0,1,2"."""
+    return [nonnegative_int(item) for item in text.split(",")]
+
+
 def names(choices):
     """A flag type for a comma-separated subset of `choices`, in the order given."""
 
@@ -93,6 +103,28 @@ def names(choices):
         return chosen
 
     return parse
+
+
+def add_distributed_flags(parser: argparse.ArgumentParser) -> None:
+    """--coordinator, --num-processes, --process-id: one process of a multi-process (multi-host) run."""
+    group = parser.add_argument_group("several processes or hosts (jax.distributed); also $JAXMLP_COORDINATOR, ...")
+    group.add_argument("--coordinator", default=os.environ.get("JAXMLP_COORDINATOR"),
+                       help="host:port of process 0, e.g. 10.0.0.1:1234")
+    group.add_argument("--num-processes", type=positive_int, default=os.environ.get("JAXMLP_NUM_PROCESSES"))
+    group.add_argument("--process-id", type=nonnegative_int, default=os.environ.get("JAXMLP_PROCESS_ID"))
+
+
+def start_distributed(args) -> None:
+    """Join the multi-process run the flags describe; nothing when no coordinator is given."""
+    given = [args.coordinator, args.num_processes, args.process_id]
+    if all(value is None for value in given):
+        return
+    if any(value is None for value in given):
+        raise ValueError("a multi-process run needs --coordinator, --num-processes and --process-id together")
+    num_processes, process_id = int(args.num_processes), int(args.process_id)
+    if not 0 <= process_id < num_processes:
+        raise ValueError(f"--process-id must be in 0..{num_processes - 1}; got {process_id}")
+    parallel.initialize(args.coordinator, num_processes, process_id)
 
 
 def enable_compilation_cache() -> Path | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from jaxmlp.checkpoint import atomic_write
 
 
@@ -61,6 +63,26 @@ def plot_comparison(histories: dict, path) -> Path:
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
     axes[1].legend()
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def plot_sweep(runs: list[dict], path) -> Path:
+    """Validation and test accuracy against learning rate, one line per optimizer (mean over seeds, dots per seed)."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, metric in zip(axes, ("val_accuracy", "test_accuracy")):
+        for optimizer in dict.fromkeys(r["optimizer"] for r in runs):
+            mine = [r for r in runs if r["optimizer"] == optimizer]
+            rates = sorted({r["learning_rate"] for r in mine})
+            means = [np.mean([r[metric] for r in mine if r["learning_rate"] == lr]) for lr in rates]
+            (line,) = ax.plot(rates, means, "-", label=optimizer)
+            ax.plot([r["learning_rate"] for r in mine], [r[metric] for r in mine], "o", color=line.get_color(), alpha=0.6)
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.grid(alpha=0.3)
+    axes[0].legend()
     figure.tight_layout()
     return save_figure(figure, path)
 

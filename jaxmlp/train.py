@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp import model, optim
+from jaxmlp import model, optim, parallel
 
 OptState = Any
 EVAL_BATCH_SIZE = 1000  # no gradients to keep, so bigger batches are cheaper; results do not depend on it
@@ -60,14 +60,22 @@ def init_train_state(params: model.Params, optimizer, key: jax.Array) -> TrainSt
 # --------------------------------------------------------------------------- compiled pieces
 
 
-def _batches(order: jax.Array, batch_size: int) -> tuple[jax.Array, jax.Array]:
-    """Cut sample indices into (num_batches, batch_size) and a mask that is 0 on padding."""
+def _batches(order: jax.Array, batch_size: int, mesh=None) -> tuple[jax.Array, jax.Array]:
+    """Cut sample indices into batches, (num_batches, rows), and a mask that is 0 on padding.
+
+    The last batch is padded to full size; with several devices every batch is also
+    padded to a multiple of the device count, and its rows are spread across them.
+    """
     n = order.shape[0]
     num_batches = -(-n // batch_size)
     padding = num_batches * batch_size - n
     indices = jnp.concatenate([order, jnp.zeros(padding, order.dtype)]).reshape(num_batches, batch_size)
     mask = (jnp.arange(num_batches * batch_size) < n).reshape(num_batches, batch_size)
-    return indices, mask
+    extra = parallel.rows_per_batch(batch_size, mesh) - batch_size
+    if extra:
+        indices = jnp.pad(indices, ((0, 0), (0, extra)))
+        mask = jnp.pad(mask, ((0, 0), (0, extra)))
+    return parallel.split_rows(indices, mesh), parallel.split_rows(mask, mesh)
 
 
 def _inputs(x: jax.Array, dtype) -> jax.Array:
@@ -97,16 +105,17 @@ def train_step(params, opt_state, x, targets, mask, optimizer):
     return optim.apply_updates(params, updates), opt_state, sums
 
 
-@partial(jax.jit, static_argnames=("optimizer", "batch_size"), donate_argnums=0)
-def train_epoch(state: TrainState, x: jax.Array, y: jax.Array, *, optimizer, batch_size: int):
+@partial(jax.jit, static_argnames=("optimizer", "batch_size", "mesh"), donate_argnums=0)
+def train_epoch(state: TrainState, x: jax.Array, y: jax.Array, *, optimizer, batch_size: int, mesh=None):
     """One shuffled pass over (x, y) as a single compiled program.
 
     x: (N, d) uint8 or float, y: (N,) int labels or (N, C) targets, both on the device.
+    mesh: None on one device; a `parallel.data_mesh` to split every batch across devices.
     Returns (new state, [summed loss, number correct]) over the N samples.
     """
     key, shuffle_key = jax.random.split(state.key)
     dtype = jax.tree.leaves(state.params)[0].dtype
-    indices, mask = _batches(jax.random.permutation(shuffle_key, x.shape[0]), batch_size)
+    indices, mask = _batches(jax.random.permutation(shuffle_key, x.shape[0]), batch_size, mesh)
 
     def step(carry, batch):
         params, opt_state, totals = carry
@@ -121,11 +130,11 @@ def train_epoch(state: TrainState, x: jax.Array, y: jax.Array, *, optimizer, bat
     return TrainState(params, opt_state, key), totals
 
 
-@partial(jax.jit, static_argnames=("batch_size",))
-def _evaluation(params, x, y, *, batch_size: int):
+@partial(jax.jit, static_argnames=("batch_size", "mesh"))
+def evaluation_sums(params, x, y, *, batch_size: int, mesh=None):
     """[summed loss, number correct] over every sample, batch by batch."""
     dtype = jax.tree.leaves(params)[0].dtype
-    indices, mask = _batches(jnp.arange(x.shape[0]), batch_size)
+    indices, mask = _batches(jnp.arange(x.shape[0]), batch_size, mesh)
 
     def step(totals, batch):
         rows, row_mask = batch
@@ -147,15 +156,12 @@ def _logits(params, x, *, batch_size: int):
 # --------------------------------------------------------------------------- host side
 
 
-def _examples(x) -> np.ndarray:
-    """(N, ...) -> (N, features): images (N, 28, 28) are flattened, as the seed's array_reshape."""
-    x = np.asarray(x)
+def prepare_examples(x, y, params: model.Params, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(N, ...) inputs flattened to (N, features), as the seed's array_reshape, and checked against y and params."""
+    x, y = np.asarray(x), np.asarray(y)
     if x.ndim < 2:
-        raise ValueError(f"inputs must have shape (N, features) or (N, 28, 28); got {x.shape}")
-    return x.reshape(len(x), -1)
-
-
-def _check_pair(params, x: np.ndarray, y: np.ndarray, what: str) -> None:
+        raise ValueError(f"{what}: inputs must have shape (N, features) or (N, 28, 28); got {x.shape}")
+    x = x.reshape(len(x), -1)
     if len(x) != len(y):
         raise ValueError(f"{what}: {len(x)} inputs but {len(y)} targets; they must match")
     if len(x) == 0:
@@ -163,9 +169,10 @@ def _check_pair(params, x: np.ndarray, y: np.ndarray, what: str) -> None:
     features = params[0]["w"].shape[0]
     if x.shape[1] != features:
         raise ValueError(f"{what}: inputs have {x.shape[1]} features; the first layer expects {features}")
+    return x, y
 
 
-def _check_positive_int(name: str, value, allow_zero: bool = False) -> None:
+def check_count(name: str, value, allow_zero: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int; got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
@@ -189,7 +196,7 @@ def split_validation(x, y, validation_split: float):
     return (x[:split_at], y[:split_at]), (x[split_at:], y[split_at:])
 
 
-def _means(sums: jax.Array, count: int) -> dict[str, float]:
+def means(sums: jax.Array, count: int) -> dict[str, float]:
     """[summed loss, number correct] -> {"loss", "accuracy"}, divided on the host in float64."""
     loss_sum, correct = np.asarray(sums, np.float64)
     return {"loss": float(loss_sum / count), "accuracy": float(correct / count)}
@@ -214,6 +221,7 @@ def fit(
     key: jax.Array | None = None,
     on_epoch_end: Callable[[int, dict, TrainState], None] | None = None,
     verbose: bool = False,
+    devices=None,
 ) -> tuple[TrainState, History]:
     """Train like Keras's `model.fit`; returns (final TrainState, History).
 
@@ -233,31 +241,34 @@ def fit(
       on_epoch_end: called as on_epoch_end(epoch, logs, state) after each epoch,
         epoch counting from 1, logs holding the metrics and "seconds".
       verbose: print one Keras-style line per epoch.
+      devices: the devices to train on; default every visible device, of every
+        process. With more than one, each batch is split across them (see parallel.py).
     """
     if optimizer is None or isinstance(optimizer, str):
         optimizer = optim.from_name(optimizer or "rmsprop")
-    _check_positive_int("epochs", epochs, allow_zero=True)
-    _check_positive_int("batch_size", batch_size)
+    check_count("epochs", epochs, allow_zero=True)
+    check_count("batch_size", batch_size)
     if isinstance(params_or_state, TrainState):
         if key is not None:
             raise ValueError("fit was given a TrainState and a key; the state carries its own shuffling key")
-        state = params_or_state
+        state = jax.tree.map(jnp.copy, params_or_state)  # the caller's copy survives the donation
     else:
         state = init_train_state(params_or_state, optimizer, jax.random.key(0) if key is None else key)
-    x, y = _examples(x), np.asarray(y)
+    x, y = prepare_examples(x, y, state.params, "training data")
     if validation_data is None and validation_split:
         (x, y), validation_data = split_validation(x, y, validation_split)
-    _check_pair(state.params, x, y, "training data")
 
     start = time.perf_counter()
-    x_train, y_train = jax.device_put(x), jax.device_put(y)
-    run_epoch = train_epoch.lower(state, x_train, y_train, optimizer=optimizer, batch_size=batch_size).compile()
+    mesh = parallel.data_mesh(devices)
+    state, x_train, y_train = parallel.replicate((state, x, y), mesh)
+    run_epoch = train_epoch.lower(
+        state, x_train, y_train, optimizer=optimizer, batch_size=batch_size, mesh=mesh
+    ).compile()
     validate = None
     if validation_data is not None:
-        x_val, y_val = _examples(validation_data[0]), np.asarray(validation_data[1])
-        _check_pair(state.params, x_val, y_val, "validation data")
-        x_val, y_val = jax.device_put(x_val), jax.device_put(y_val)
-        validate = _evaluation.lower(state.params, x_val, y_val, batch_size=EVAL_BATCH_SIZE).compile()
+        x_val, y_val = prepare_examples(*validation_data, state.params, "validation data")
+        x_val, y_val = parallel.replicate((x_val, y_val), mesh)
+        validate = evaluation_sums.lower(state.params, x_val, y_val, batch_size=EVAL_BATCH_SIZE, mesh=mesh).compile()
     compile_seconds = time.perf_counter() - start
 
     metrics: dict[str, list[float]] = {}
@@ -265,9 +276,9 @@ def fit(
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         state, sums = run_epoch(state, x_train, y_train)
-        logs = _means(sums, len(x_train))
+        logs = means(sums, len(x_train))
         if validate is not None:
-            logs.update({"val_" + k: v for k, v in _means(validate(state.params, x_val, y_val), len(x_val)).items()})
+            logs.update({"val_" + k: v for k, v in means(validate(state.params, x_val, y_val), len(x_val)).items()})
         seconds.append(time.perf_counter() - start)
         for name, value in logs.items():
             metrics.setdefault(name, []).append(value)
@@ -282,10 +293,9 @@ def fit(
 
 def evaluate(params: model.Params, x, y, *, batch_size: int = EVAL_BATCH_SIZE) -> dict[str, float]:
     """{"loss", "accuracy"} over *every* sample of (x, y): the last batch is padded and masked, not dropped."""
-    _check_positive_int("batch_size", batch_size)
-    x, y = _examples(x), np.asarray(y)
-    _check_pair(params, x, y, "evaluation data")
-    return _means(_evaluation(params, x, y, batch_size=batch_size), len(x))
+    check_count("batch_size", batch_size)
+    x, y = prepare_examples(x, y, params, "evaluation data")
+    return means(evaluation_sums(params, x, y, batch_size=batch_size), len(x))
 
 
 def predict(params: model.Params, x, *, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
@@ -299,7 +309,6 @@ def predict_classes(params: model.Params, x, *, batch_size: int = EVAL_BATCH_SIZ
 
 
 def _predict_logits(params, x, batch_size):
-    _check_positive_int("batch_size", batch_size)
-    x = _examples(x)
-    _check_pair(params, x, np.empty(len(x)), "prediction inputs")
+    check_count("batch_size", batch_size)
+    x, _ = prepare_examples(x, np.empty(len(x)), params, "prediction inputs")
     return _logits(params, x, batch_size=batch_size)

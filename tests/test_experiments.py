@@ -1,6 +1,5 @@
 """The main job end to end, its files, and its command-line errors (one line, no traceback)."""
 
-import gzip
 import json
 import os
 import runpy
@@ -10,12 +9,13 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, mnist_dir
+from conftest import REPO, mnist_dir, small_fashion_mnist
 from jaxmlp import plot, train
 
 SEED_SCRIPT = REPO / "experiments" / "mnist_seed.py"
 COMPARE_SCRIPT = REPO / "experiments" / "compare_optimizers.py"
 BENCHMARK_SCRIPT = REPO / "experiments" / "benchmark.py"
+SWEEP_SCRIPT = REPO / "experiments" / "sweep.py"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -63,21 +63,6 @@ def test_mnist_seed_runs_end_to_end_and_writes_every_file(mnist, tmp_path):
             "0/w": (784, 32), "0/b": (32,), "1/w": (32, 10), "1/b": (10,)}
     for figure in ("history.png", "predictions.png"):
         assert (out / figure).read_bytes()[:8] == PNG_MAGIC
-
-
-def write_idx(path, array, magic):
-    header = magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape)
-    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
-
-
-def small_fashion_mnist(folder):
-    """200 training and 50 test images of noise, as gzipped IDX files in folder/fashion_mnist/."""
-    rng = np.random.default_rng(0)
-    (folder / "fashion_mnist").mkdir(parents=True)
-    for split, n in (("train", 200), ("t10k", 50)):
-        write_idx(folder / "fashion_mnist" / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)), 2051)
-        write_idx(folder / "fashion_mnist" / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n), 2049)
-    return folder
 
 
 def test_dataset_flag_reads_fashion_mnist_files(tmp_path, capsys):
@@ -172,6 +157,23 @@ def test_benchmark_reports_ratios_to_the_floor(mnist, tmp_path, capsys):
         assert result[key] is not None
     assert result["ratio_to_floor"] == pytest.approx(result["epoch_seconds"] / result["floor_epoch_seconds"])
     assert "| GEMM floor: one epoch's matmuls |" in out and "| naive loop" in out
+
+
+def test_sweep_trains_each_family_as_one_population_and_reports_timings(mnist, tmp_path, capsys):
+    argv = ["--data-dir", str(mnist_dir()), "--out", str(tmp_path), "--families", "adam", "--seeds", "0,3",
+            "--epochs", "1", "--train-size", "600", "--throughput", "1,2"]
+    code, out, err = run_in_process(SWEEP_SCRIPT, argv, capsys)
+    assert code == 0, err
+    result = json.loads((tmp_path / "sweep.json").read_text())
+    assert len(result["runs"]) == 8  # 4 learning rates x 2 seeds
+    assert {(r["optimizer"], r["seed"]) for r in result["runs"]} == {("adam", 0), ("adam", 3)}
+    for r in result["runs"]:
+        assert set(r) >= {"optimizer", "learning_rate", "seed", "val_accuracy", "test_accuracy"}
+    timings = result["timings"]
+    assert timings["models"] == 8 and timings["population_seconds"] > 0 and timings["single_seconds"] > 0
+    assert [row["models"] for row in result["throughput"]] == [1, 2]
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == PNG_MAGIC
+    assert "populations take" in out
 
 
 def test_plot_history_draws_training_and_validation(tmp_path):
