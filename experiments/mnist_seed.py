@@ -12,13 +12,16 @@ The steps follow the R/Keras original one to one:
     network %>% evaluate(test_images, test_labels); plot(model_fit); network %>% predict_classes(test_images[1:10, ])
 
 Writes into --out: config.json, metrics.jsonl (one line per epoch), summary.json,
-history.png, predictions.png and params.npz (one array per parameter, "0/w", ...).
+history.png, predictions.png, params.npz (one array per parameter, "0/w", ...) and
+checkpoints/ (after every epoch; running the same command again resumes from the
+last complete epoch, bitwise as if never stopped; --fresh starts over).
 Trains on every visible device; --coordinator, --num-processes and --process-id make
 it one process of a multi-host run, in which only process 0 prints and writes.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -27,6 +30,10 @@ import numpy as np
 
 import jaxmlp
 from jaxmlp import checkpoint, cli, data, optim, parallel, plot, train
+
+
+# The flags that make a run what it is: a checkpoint is resumed only by a run that agrees on all of them.
+RUN_IDENTITY = ("dataset", "optimizer", "lr", "batch_size", "validation_split", "seed", "hidden")
 
 
 def parse_args(argv):
@@ -43,6 +50,7 @@ def parse_args(argv):
     parser.add_argument("--validation-split", type=cli.fraction, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hidden", type=cli.positive_int, default=512, help="units in the hidden layer")
+    parser.add_argument("--fresh", action="store_true", help="ignore checkpoints in --out and start over")
     cli.add_distributed_flags(parser)
     return parser.parse_args(argv)
 
@@ -66,7 +74,8 @@ def main(argv=None) -> None:
     }
     if main_process:
         checkpoint.write_json(out / "config.json", config)
-        checkpoint.write_jsonl(out / "metrics.jsonl", [])  # a rerun starts a fresh log
+        if args.fresh:
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
     # 2. The network: 784 -> hidden (relu) -> 10 (softmax folded into the loss).
     init_key, shuffle_key = jax.random.split(jax.random.key(args.seed))
@@ -78,27 +87,42 @@ def main(argv=None) -> None:
     train_images = train_images.reshape(len(train_images), 28 * 28)
     train_labels = jaxmlp.to_categorical(train_labels)
 
-    # 4. fit, on every visible device, writing one line of metrics.jsonl per epoch.
-    records = []
+    # 4. fit, on every visible device. After each epoch a checkpoint (state, PRNG key,
+    #    metrics) is written, then metrics.jsonl; the same command resumes after a crash.
+    identity = {name: config[name] for name in RUN_IDENTITY}
+    state = train.init_train_state(params, optimizer, shuffle_key)
+    initial_epoch, records = 0, []
+    restored = checkpoint.restore(out / "checkpoints", state, identity)
+    if restored:
+        state, initial_epoch, records = restored
+        if initial_epoch > args.epochs:
+            raise ValueError(f"{out}/checkpoints are at epoch {initial_epoch}, past --epochs {args.epochs}; "
+                             "pass --fresh to start over")
+        report(f"resuming after epoch {initial_epoch} from {out}/checkpoints")
+    if main_process:
+        checkpoint.write_jsonl(out / "metrics.jsonl", records)  # each epoch exactly once, also after a resume
 
     def log_epoch(epoch, logs, state):
         records.append({"epoch": epoch, **logs})
         if main_process:
+            checkpoint.save_checkpoint(out / "checkpoints", state, epoch, records, identity)
             checkpoint.write_jsonl(out / "metrics.jsonl", records)
 
     start = time.perf_counter()
     state, history = jaxmlp.fit(
-        train.init_train_state(params, optimizer, shuffle_key),
+        state,
         train_images,
         train_labels,
         optimizer=optimizer,
         epochs=args.epochs,
         batch_size=args.batch_size,
         validation_split=args.validation_split,
+        initial_epoch=initial_epoch,
         on_epoch_end=log_epoch,
         verbose=main_process,
     )
     fit_seconds = time.perf_counter() - start
+    metrics = {name: [r[name] for r in records] for name in records[0] if name not in ("epoch", "seconds")} if records else {}
 
     # 5. evaluate on all 10,000 test images; 6. plot; 7. predict the first ten.
     test = jaxmlp.evaluate(state.params, test_images, test_labels)
@@ -108,8 +132,8 @@ def main(argv=None) -> None:
     report("                      true:     ", " ".join(map(str, test_labels[:10])))
     if not main_process:
         return
-    if args.epochs:
-        plot.plot_history(history, out / "history.png")
+    if metrics:
+        plot.plot_history(metrics, out / "history.png")
     plot.plot_predictions(test_images[:10], predicted, test_labels[:10], out / "predictions.png")
     checkpoint.save_pytree(out / "params.npz", state.params)
     summary = {
@@ -119,10 +143,11 @@ def main(argv=None) -> None:
         "test_loss": test["loss"],
         "test_accuracy": test["accuracy"],
         "epochs": args.epochs,
+        "resumed_after_epoch": initial_epoch,
         "fit_seconds": fit_seconds,
         "compile_seconds": history.compile_seconds,
         "epoch_seconds_median": float(np.median(history.seconds)) if history.seconds else None,
-        "final": {name: values[-1] for name, values in history.metrics.items()},
+        "final": {name: values[-1] for name, values in metrics.items()},
         "predicted_first_10": predicted.tolist(),
         "true_first_10": test_labels[:10].tolist(),
         "peak_rss_mb": cli.peak_rss_mb(),

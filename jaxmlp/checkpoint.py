@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import jax
@@ -56,29 +57,112 @@ def _key_name(key) -> str:
     return str(key)
 
 
-def save_pytree(path, tree) -> Path:
-    """An .npz with one array per leaf, named by its pytree path ("0/w", "0/b", ...)."""
+def _is_key(leaf) -> bool:
+    return jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key)
+
+
+def _host(leaf) -> np.ndarray:
+    """A leaf as a numpy array; a PRNG key as its raw data (uint32)."""
+    return np.asarray(jax.random.key_data(leaf) if _is_key(leaf) else leaf)
+
+
+META = "__meta__"  # the entry holding a JSON document, when save_pytree is given one
+
+
+def save_pytree(path, tree, meta: dict | None = None) -> Path:
+    """An .npz with one array per leaf, named by its pytree path ("0/w", "0/b", ...).
+
+    PRNG keys are stored as their raw data. `meta`, if given, is stored as JSON
+    beside the arrays (read it back with `read_meta`).
+    """
     names = leaf_names(tree)
-    if len(set(names)) != len(names):
+    if len(set(names)) != len(names) or META in names:
         raise ValueError(f"two leaves share a name in {names}; rename the keys that contain '/'")
-    arrays = dict(zip(names, (np.asarray(leaf) for leaf in jax.tree.leaves(tree))))
+    arrays = dict(zip(names, (_host(leaf) for leaf in jax.tree.leaves(tree))))
+    if meta is not None:
+        arrays[META] = np.array(json.dumps(meta))
     return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+def _open(path):
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path}: not a readable .npz file ({err})") from None
+
+
+def read_meta(path) -> dict:
+    """The JSON document that `save_pytree(..., meta=...)` stored."""
+    with _open(path) as archive:
+        if META not in archive.files:
+            raise ValueError(f"{path}: holds no metadata; it was not written as a checkpoint")
+        return json.loads(str(archive[META]))
+
+
 def load_pytree(path, like):
-    """The pytree saved at `path`, in the structure of `like`; names, shapes and dtypes are checked."""
+    """The pytree saved at `path`, in the structure of `like`; names, shapes and dtypes are checked.
+
+    Where `like` has a PRNG key, the saved raw data becomes a key of the same kind.
+    """
     leaves = jax.tree.leaves(like)
-    with np.load(path, allow_pickle=False) as archive:
-        names = leaf_names(like)
-        if sorted(archive.files) != sorted(names):
-            raise ValueError(f"{path}: holds arrays {sorted(archive.files)}, expected {sorted(names)}")
+    names = leaf_names(like)
+    with _open(path) as archive:
+        stored = sorted(name for name in archive.files if name != META)
+        if stored != sorted(names):
+            raise ValueError(f"{path}: holds arrays {stored}, expected {sorted(names)}")
         loaded = []
         for name, leaf in zip(names, leaves):
-            array = archive[name]
-            if array.shape != np.shape(leaf) or array.dtype != np.asarray(leaf).dtype:
+            array, expected = archive[name], _host(leaf)
+            if array.shape != expected.shape or array.dtype != expected.dtype:
                 raise ValueError(
                     f"{path}: {name} is {array.dtype}{list(array.shape)}, "
-                    f"expected {np.asarray(leaf).dtype}{list(np.shape(leaf))}"
+                    f"expected {expected.dtype}{list(expected.shape)}"
                 )
-            loaded.append(array)
+            loaded.append(jax.random.wrap_key_data(array, impl=jax.random.key_impl(leaf)) if _is_key(leaf) else array)
     return jax.tree.unflatten(jax.tree.structure(like), loaded)
+
+
+# --------------------------------------------------------------------------- training checkpoints
+
+
+def checkpoint_path(folder, epoch: int) -> Path:
+    return Path(folder) / f"epoch-{epoch:05d}.npz"
+
+
+def save_checkpoint(folder, state, epoch: int, records: list[dict], identity: dict, keep: int = 2) -> Path:
+    """Everything needed to resume after `epoch`: the state (parameters, optimizer state, PRNG key),
+    the per-epoch records so far, and the configuration they belong to. Keeps the newest `keep`."""
+    path = save_pytree(
+        checkpoint_path(folder, epoch), state, meta={"epoch": epoch, "records": records, "identity": identity}
+    )
+    for old in sorted(Path(folder).glob("epoch-*.npz"))[:-keep]:
+        old.unlink()
+    return path
+
+
+def latest_checkpoint(folder) -> Path | None:
+    paths = sorted(Path(folder).glob("epoch-*.npz"))  # zero-padded epochs sort in order
+    return paths[-1] if paths else None
+
+
+def restore(folder, like, identity: dict):
+    """(state, epoch, records) from the newest checkpoint in `folder`, or None if there is none.
+
+    Raises ValueError if the checkpoint belongs to another configuration (`identity`
+    differs) or does not fit `like` (tree structure, shapes, dtypes).
+    """
+    path = latest_checkpoint(folder)
+    if path is None:
+        return None
+    meta = read_meta(path)
+    if meta.get("identity") != identity:
+        differences = ", ".join(
+            f"{key}: {meta['identity'].get(key)!r} there, {value!r} now"
+            for key, value in identity.items()
+            if meta.get("identity", {}).get(key) != value
+        )
+        raise ValueError(
+            f"{folder} holds checkpoints of another configuration ({differences}); "
+            "start over with --fresh, or choose another --out"
+        )
+    return load_pytree(path, like), meta["epoch"], meta["records"]

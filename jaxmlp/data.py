@@ -123,7 +123,7 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
 def read(found: Path | dict[str, Path]):
     """Read and validate what `locate` found."""
     if isinstance(found, dict):
-        arrays = {key: read_idx(path) for key, path in found.items()}
+        arrays = {key: read_idx(path, ndim=3 if key.startswith("x") else 1) for key, path in found.items()}
         sources = {key: str(path) for key, path in found.items()}
     else:
         arrays, sources = read_npz(found), {key: f"{found}[{key}]" for key in IDX_NAMES}
@@ -153,11 +153,12 @@ def read_npz(path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def read_idx(path) -> np.ndarray:
+def read_idx(path, ndim: int | None = None) -> np.ndarray:
     """An IDX file (gzipped or not, whatever its name says) as a uint8 array.
 
     Layout: magic (big-endian uint32: 0x0000 0x08=uint8 ndim), ndim big-endian uint32
-    sizes, then the body, row-major.
+    sizes, then the body, row-major. `ndim` (3 for images, 1 for labels) demands
+    that kind of file.
     """
     raw = Path(path).read_bytes()
     if raw[:2] == b"\x1f\x8b":  # gzip's magic bytes
@@ -168,14 +169,16 @@ def read_idx(path) -> np.ndarray:
     if len(raw) < 8:
         raise ValueError(f"{path}: too short to be an IDX file ({len(raw)} bytes)")
     magic = int.from_bytes(raw[:4], "big")
-    ndim = raw[3]
-    if magic not in IDX_MAGIC.values():
+    expected = [IDX_MAGIC[ndim]] if ndim else list(IDX_MAGIC.values())
+    if magic not in expected:
+        kinds = {2051: "0x00000803 for images", 2049: "0x00000801 for labels"}
         raise ValueError(
-            f"{path}: not an MNIST IDX file (magic number {magic:#010x}; expected 0x00000803 for images "
-            "or 0x00000801 for labels)"
+            f"{path}: not an MNIST IDX file of the right kind (magic number {magic:#010x}; expected "
+            f"{' or '.join(kinds[m] for m in expected)})"
         )
-    header = 4 + 4 * ndim
-    sizes = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dims = raw[3]  # the magic's last byte
+    header = 4 + 4 * dims
+    sizes = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
     expected = header + int(np.prod(sizes))
     if len(raw) != expected:
         raise ValueError(

@@ -43,6 +43,14 @@ class TrainState(NamedTuple):
     key: jax.Array  # PRNG key of the next epoch's shuffle
 
 
+class Diverged(ValueError):
+    """The loss became NaN or infinite. `state` is the last finite state, `history` what came before."""
+
+    def __init__(self, message: str, epoch: int, state: "TrainState", history: "History"):
+        super().__init__(message)
+        self.epoch, self.state, self.history = epoch, state, history
+
+
 class History(NamedTuple):
     """What `fit` reports: per-epoch metrics as Keras's `History.history`, plus timings."""
 
@@ -156,20 +164,44 @@ def _logits(params, x, *, batch_size: int):
 # --------------------------------------------------------------------------- host side
 
 
-def prepare_examples(x, y, params: model.Params, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """(N, ...) inputs flattened to (N, features), as the seed's array_reshape, and checked against y and params."""
-    x, y = np.asarray(x), np.asarray(y)
+def prepare_inputs(x, params: model.Params, what: str) -> np.ndarray:
+    """Inputs flattened to (N, features), as the seed's array_reshape; uint8 pixels or finite floats."""
+    x = np.asarray(x)
     if x.ndim < 2:
         raise ValueError(f"{what}: inputs must have shape (N, features) or (N, 28, 28); got {x.shape}")
     x = x.reshape(len(x), -1)
-    if len(x) != len(y):
-        raise ValueError(f"{what}: {len(x)} inputs but {len(y)} targets; they must match")
     if len(x) == 0:
         raise ValueError(f"{what}: no samples")
     features = params[0]["w"].shape[0]
     if x.shape[1] != features:
         raise ValueError(f"{what}: inputs have {x.shape[1]} features; the first layer expects {features}")
-    return x, y
+    if not np.issubdtype(x.dtype, np.number) or (not np.issubdtype(x.dtype, np.integer) and not np.isfinite(x).all()):
+        raise ValueError(f"{what}: inputs must be finite numbers (uint8 pixels, or floats); got NaN, inf or {x.dtype}")
+    return x
+
+
+def prepare_examples(x, y, params: model.Params, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """`prepare_inputs`, and targets checked against them and the last layer.
+
+    y: (N,) integer labels in 0..C-1, or (N, C) target rows, C being the last layer's width.
+    """
+    x, y = prepare_inputs(x, params, what), np.asarray(y)
+    classes = params[-1]["w"].shape[-1]
+    if len(x) != len(y):
+        raise ValueError(f"{what}: {len(x)} inputs but {len(y)} targets; they must match")
+    if y.ndim == 2:
+        if y.shape[1] != classes:
+            raise ValueError(f"{what}: targets have {y.shape[1]} columns; the last layer has {classes} classes")
+        if not (np.issubdtype(y.dtype, np.number) and np.isfinite(y).all()):
+            raise ValueError(f"{what}: targets must be finite numbers")
+        return x, y
+    if y.ndim != 1:
+        raise ValueError(f"{what}: targets must be labels (N,) or rows (N, {classes}); got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer) and not (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y))):
+        raise ValueError(f"{what}: labels must be integers 0..{classes - 1}; got {y.dtype} values such as {y[:3]}")
+    if y.min() < 0 or y.max() >= classes:
+        raise ValueError(f"{what}: labels must be in 0..{classes - 1}; got {y.min():g}..{y.max():g}")
+    return x, y.astype(np.int32)
 
 
 def check_count(name: str, value, allow_zero: bool = False) -> None:
@@ -219,6 +251,7 @@ def fit(
     validation_split: float = 0.0,
     validation_data=None,
     key: jax.Array | None = None,
+    initial_epoch: int = 0,
     on_epoch_end: Callable[[int, dict, TrainState], None] | None = None,
     verbose: bool = False,
     devices=None,
@@ -238,16 +271,23 @@ def fit(
       key: the PRNG key of the shuffling when starting from parameters; default
         `jax.random.key(0)`. Use a key other than the one that initialised the
         parameters (split one root key into two).
+      initial_epoch: epochs already done, as Keras's: training runs epochs
+        initial_epoch + 1 .. epochs (to resume from a checkpoint's state).
       on_epoch_end: called as on_epoch_end(epoch, logs, state) after each epoch,
         epoch counting from 1, logs holding the metrics and "seconds".
       verbose: print one Keras-style line per epoch.
       devices: the devices to train on; default every visible device, of every
         process. With more than one, each batch is split across them (see parallel.py).
+
+    Raises:
+      Diverged: the loss became NaN or infinite in some epoch; training stops there,
+        and the exception carries the state of the epoch before.
     """
     if optimizer is None or isinstance(optimizer, str):
         optimizer = optim.from_name(optimizer or "rmsprop")
     check_count("epochs", epochs, allow_zero=True)
     check_count("batch_size", batch_size)
+    check_count("initial_epoch", initial_epoch, allow_zero=True)
     if isinstance(params_or_state, TrainState):
         if key is not None:
             raise ValueError("fit was given a TrainState and a key; the state carries its own shuffling key")
@@ -273,13 +313,22 @@ def fit(
 
     metrics: dict[str, list[float]] = {}
     seconds = []
-    for epoch in range(1, epochs + 1):
+    for epoch in range(initial_epoch + 1, epochs + 1):
         start = time.perf_counter()
+        before = jax.tree.map(jnp.copy, state)  # the epoch donates `state`; this copy outlives a divergence
         state, sums = run_epoch(state, x_train, y_train)
         logs = means(sums, len(x_train))
         if validate is not None:
             logs.update({"val_" + k: v for k, v in means(validate(state.params, x_val, y_val), len(x_val)).items()})
         seconds.append(time.perf_counter() - start)
+        if not np.isfinite(list(logs.values())).all():
+            raise Diverged(
+                f"training diverged in epoch {epoch}: the loss became {logs['loss']} "
+                f"(validation loss {logs.get('val_loss')}); the learning rate is probably too high, try a smaller "
+                f"one; {f'the state after epoch {epoch - 1}' if epoch > 1 else 'the initial state'} is the last "
+                "finite one",
+                epoch, before, History(metrics, seconds[:-1], compile_seconds),
+            )
         for name, value in logs.items():
             metrics.setdefault(name, []).append(value)
         logs["seconds"] = seconds[-1]
@@ -310,5 +359,5 @@ def predict_classes(params: model.Params, x, *, batch_size: int = EVAL_BATCH_SIZ
 
 def _predict_logits(params, x, batch_size):
     check_count("batch_size", batch_size)
-    x, _ = prepare_examples(x, np.empty(len(x)), params, "prediction inputs")
+    x = prepare_inputs(x, params, "prediction inputs")
     return _logits(params, x, batch_size=batch_size)

@@ -268,7 +268,7 @@ def _too_short(a):
 BAD_IDX = {  # id -> (file that is replaced, its new content, what the message must say)
     "truncated-body": ("x_train", _truncated_body, r"header says \(5, 28, 28\) .* it is truncated or corrupt"),
     "trailing-bytes": ("y_test", _trailing_bytes, r"header says \(3,\) \(11 bytes with the header\) but the file has 12 bytes"),
-    "wrong-magic": ("x_test", _wrong_magic, r"not an MNIST IDX file \(magic number 0x00000804"),
+    "wrong-magic": ("x_test", _wrong_magic, r"not an MNIST IDX file of the right kind \(magic number 0x00000804; expected 0x00000803 for images\)"),
     "label-count": ("y_train", _one_label_short, r"4 labels for 5 images in .*train-images-idx3-ubyte; they must match"),
     "27x28-images": ("x_train", _images_27x28, r"images have shape \(5, 27, 28\); expected \(N, 28, 28\)"),
     "label-above-9": ("y_test", _label_ten, r"labels range 0\.\.10; expected 0\.\.9"),

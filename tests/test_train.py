@@ -209,6 +209,16 @@ def test_fit_rejects_mismatched_data():
         train.fit(params, x, y[:99])
     with pytest.raises(ValueError, match="inputs have 20 features; the first layer expects 784"):
         train.fit(params, x[:, :20], y)
+    with pytest.raises(ValueError, match=r"labels must be in 0\.\.9; got \d\.\.10"):
+        train.fit(params, x, np.where(y == 0, 10, y))
+    with pytest.raises(ValueError, match="labels must be integers 0..9"):
+        train.fit(params, x, y + 0.5)
+    with pytest.raises(ValueError, match="inputs must be finite numbers"):
+        train.fit(params, np.full((100, 784), np.nan, np.float32), y)
+    with pytest.raises(ValueError, match="targets have 9 columns; the last layer has 10 classes"):
+        train.fit(params, x, np.eye(9)[y % 9])
+    with pytest.raises(ValueError, match="evaluation data: labels must be in 0..9"):
+        train.evaluate(params, x, y - 1)
     with pytest.raises(ValueError, match="a TrainState and a key"):
         train.fit(train.init_train_state(params, optim.sgd(0.1), jax.random.key(0)), x, y, key=jax.random.key(1))
 
