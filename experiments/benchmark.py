@@ -46,9 +46,7 @@ SEED_SCRIPT = Path(__file__).with_name("mnist_seed.py")
 
 
 def parse_args(argv):
-    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", help="folder with mnist.npz or the IDX files (default: $JAXMLP_DATA)")
-    parser.add_argument("--out", default="runs/benchmark")
+    parser = cli.experiment_parser(__doc__, "runs/benchmark")
     parser.add_argument("--repeats", type=cli.positive_int, default=5, help="timed repetitions per measurement")
     parser.add_argument("--batch-size", type=cli.positive_int, default=128)
     parser.add_argument("--hidden", type=cli.positive_int, default=512)

@@ -28,17 +28,14 @@ GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
 
 
 def parse_args(argv):
-    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", help="folder with mnist.npz or the IDX files (default: $JAXMLP_DATA)")
+    parser = cli.experiment_parser(__doc__, "runs/compare_optimizers", train_size=True)
     parser.add_argument("--dataset", choices=data.DATASETS, default="mnist")
-    parser.add_argument("--out", default="runs/compare_optimizers")
     parser.add_argument("--optimizers", type=cli.names(optim.NAMES), default=list(optim.NAMES),
                         help=f"comma-separated, from {','.join(optim.NAMES)} (default: all)")
     parser.add_argument("--grid", type=cli.positive_floats, default=list(GRID), help="learning rates to try")
     parser.add_argument("--epochs", type=cli.positive_int, default=5)
     parser.add_argument("--tune-epochs", type=cli.positive_int, default=2)
     parser.add_argument("--batch-size", type=cli.positive_int, default=128)
-    parser.add_argument("--train-size", type=cli.positive_int, help="use only the first N training images (quick runs)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -47,8 +44,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     cli.enable_compilation_cache()
     out = Path(args.out)
-    (x_train, y_train), (x_test, y_test) = data.load_dataset(args.dataset, args.data_dir)
-    x_train, y_train = x_train[: args.train_size], y_train[: args.train_size]
+    (x_train, y_train), (x_test, y_test) = cli.load_data(args, args.dataset)
     init_key, shuffle_key = jax.random.split(jax.random.key(args.seed))
     params = jaxmlp.init_mlp(init_key, (784, 512, 10))
 

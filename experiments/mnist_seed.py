@@ -37,10 +37,8 @@ RUN_IDENTITY = ("dataset", "optimizer", "lr", "batch_size", "validation_split", 
 
 
 def parse_args(argv):
-    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", help="folder with mnist.npz or the IDX files (default: $JAXMLP_DATA, else ~/.cache/jaxmlp)")
+    parser = cli.experiment_parser(__doc__, "runs/mnist_seed")
     parser.add_argument("--dataset", choices=data.DATASETS, default="mnist")
-    parser.add_argument("--out", default="runs/mnist_seed", help="output folder (default: runs/mnist_seed)")
     parser.add_argument("--epochs", type=cli.nonnegative_int, default=5)
     parser.add_argument("--batch-size", type=cli.positive_int, default=128)
     parser.add_argument(

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp import checkpoint, cli, data, optim, plot, population, train
+from jaxmlp import checkpoint, cli, optim, plot, population, train
 
 # family -> (optimizer factory, fixed hyperparameters, default learning rates)
 FAMILIES = {
@@ -36,14 +36,11 @@ FAMILIES = {
 
 
 def parse_args(argv):
-    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", help="folder with mnist.npz or the IDX files (default: $JAXMLP_DATA)")
-    parser.add_argument("--out", default="runs/sweep")
+    parser = cli.experiment_parser(__doc__, "runs/sweep", train_size=True)
     parser.add_argument("--epochs", type=cli.positive_int, default=5)
     parser.add_argument("--batch-size", type=cli.positive_int, default=128)
     parser.add_argument("--families", type=cli.names(tuple(FAMILIES)), default=list(FAMILIES))
     parser.add_argument("--seeds", type=cli.nonnegative_ints, default=[0, 1])
-    parser.add_argument("--train-size", type=cli.positive_int, help="use only the first N training images")
     parser.add_argument("--skip-singles", action="store_true", help="do not train the models one by one")
     parser.add_argument("--throughput", type=cli.positive_ints, default=[],
                         help="population sizes K at which to measure models x epochs per second, e.g. 1,16,64")
@@ -59,8 +56,7 @@ def member_keys(seeds):
 def main(argv=None) -> None:
     args = parse_args(argv)
     out = Path(args.out)
-    (x_train, y_train), (x_test, y_test) = data.load_dataset("mnist", args.data_dir)
-    x_train, y_train = x_train[: args.train_size], y_train[: args.train_size]
+    (x_train, y_train), (x_test, y_test) = cli.load_data(args)
     fit_options = dict(epochs=args.epochs, batch_size=args.batch_size, validation_split=0.2)
 
     runs, timings = [], {"population_seconds": 0.0, "single_seconds": 0.0, "models": 0}

@@ -28,6 +28,25 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see --help)\n")
 
 
+def experiment_parser(doc: str, out: str, data: bool = True, train_size: bool = False) -> ArgumentParser:
+    """A parser with the flags the experiment scripts share: --out, and --data-dir / --train-size if asked."""
+    parser = ArgumentParser(description=doc.strip().splitlines()[0])
+    if data:
+        parser.add_argument("--data-dir", help="folder with mnist.npz or the IDX files "
+                                               "(default: $JAXMLP_DATA, else ~/.cache/jaxmlp)")
+    parser.add_argument("--out", default=out, help=f"output folder (default: {out})")
+    if train_size:
+        parser.add_argument("--train-size", type=positive_int, help="use only the first N training images (quick runs)")
+    return parser
+
+
+def load_data(args, dataset: str = "mnist"):
+    """The dataset from --data-dir, its training part cut to the first --train-size images when given."""
+    (x_train, y_train), test = data.load_dataset(dataset, args.data_dir)
+    size = getattr(args, "train_size", None)
+    return (x_train[:size], y_train[:size]), test
+
+
 def run(main, argv=None) -> None:
     """Call main(argv); exit 1 with `error: <message>` on a user-facing error."""
     try:
@@ -80,6 +99,11 @@ def fraction(text: str) -> float:
 def positive_floats(text: str) -> list[float]:
     """A comma-separated list of positive numbers: "1e-3,3e-3,0.01"."""
     return [positive_float(item) for item in text.split(",")]
+
+
+def fractions(text: str) -> list[float]:
+    """A comma-separated list of numbers in [0, 1): "0.3,0.5"."""
+    return [fraction(item) for item in text.split(",")]
 
 
 def positive_ints(text: str) -> list[int]:

@@ -17,6 +17,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from jaxmlp import regularize
+
 Params = list[dict[str, jax.Array]]  # [{"w": (d_in, d_out), "b": (d_out,)}, ...]
 
 SEED_SIZES = (784, 512, 10)  # 28*28 pixels -> 512 relu units -> 10 classes
@@ -47,15 +49,19 @@ def init_mlp(key: jax.Array, sizes=SEED_SIZES, dtype=jnp.float32) -> Params:
     return params
 
 
-def apply(params: Params, x: jax.Array) -> jax.Array:
+def apply(params: Params, x: jax.Array, *, key: jax.Array | None = None, dropout=0.0) -> jax.Array:
     """Logits of a batch: relu on every hidden layer, nothing on the last.
 
     x: (B, d_in) floats  ->  (B, d_out) logits.  softmax(logits) is what Keras's
-    final `activation = "softmax"` layer outputs.
+    final `activation = "softmax"` layer outputs. Given a key (training), every
+    hidden layer's output goes through inverted dropout at rate `dropout`.
     """
     *hidden, last = params
-    for layer in hidden:
+    keys = jax.random.split(key, len(hidden)) if key is not None else [None] * len(hidden)
+    for layer, layer_key in zip(hidden, keys):
         x = jax.nn.relu(x @ layer["w"] + layer["b"][None, :])  # (B, d_out); bias broadcast over the batch
+        if layer_key is not None:
+            x = regularize.dropout(x, layer_key, dropout)
     return x @ last["w"] + last["b"][None, :]
 
 

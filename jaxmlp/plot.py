@@ -67,6 +67,60 @@ def plot_comparison(histories: dict, path) -> Path:
     return save_figure(figure, path)
 
 
+def plot_curves(curves: dict, xlabel: str, ylabel: str, path, log_y: bool = False) -> Path:
+    """One line per entry of {label: values}, against their index."""
+    plt = _pyplot()
+    figure, ax = plt.subplots(figsize=(6, 4))
+    for label, values in curves.items():
+        ax.plot(range(len(values)), values, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if log_y:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def plot_paths(problems: dict, path) -> Path:
+    """Optimizer trajectories over contour lines: {title: (f, (x0, x1, y0, y1), {label: (steps, 2) points})}."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(problems), figsize=(6 * len(problems), 5), squeeze=False)
+    for ax, (title, (function, (x0, x1, y0, y1), runs)) in zip(axes[0], problems.items()):
+        xs, ys = np.meshgrid(np.linspace(x0, x1, 300), np.linspace(y0, y1, 300))
+        values = function(np.stack([xs, ys]))
+        levels = np.logspace(np.log10(max(values.min(), 1e-3)), np.log10(values.max()), 20)
+        ax.contour(xs, ys, values, levels=levels, colors="0.75", linewidths=0.6)
+        for label, points in runs.items():
+            (line,) = ax.plot(points[:, 0], points[:, 1], "-", lw=1.2, label=label)
+            ax.plot(points[-1, 0], points[-1, 1], "o", color=line.get_color(), ms=4)
+        ax.plot(*runs[next(iter(runs))][0], "k^", ms=7)  # the common start
+        ax.set_xlim(x0, x1)
+        ax.set_ylim(y0, y1)
+        ax.set_title(title)
+    axes[0][-1].legend(fontsize=8)
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def plot_losses(problems: dict, path) -> Path:
+    """Objective against step, log scale, one panel per problem: {title: {label: values}}."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(problems), figsize=(6 * len(problems), 4), squeeze=False)
+    for ax, (title, runs) in zip(axes[0], problems.items()):
+        for label, values in runs.items():
+            ax.plot(np.maximum(values, 1e-12), label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("f")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8)
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
 def plot_sweep(runs: list[dict], path) -> Path:
     """Validation and test accuracy against learning rate, one line per optimizer (mean over seeds, dots per seed)."""
     plt = _pyplot()

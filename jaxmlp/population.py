@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp import model, train
+from jaxmlp import inputs, model, regularize, train
 from jaxmlp.hyperparams import inject_hyperparams
 
 
@@ -61,6 +61,18 @@ def init_population_state(params, factory, hyperparams: dict, keys: jax.Array):
 
 
 @functools.lru_cache(maxsize=None)
+def _scheduled(factory, schedule):
+    """The factory with its learning rate (data) multiplied by a fixed schedule of the step count."""
+
+    def scheduled(learning_rate, **kwargs):
+        if not isinstance(learning_rate, jax.core.Tracer) and not float(learning_rate) > 0:
+            raise ValueError(f"learning_rate must be > 0 (e.g. 1e-3); got {learning_rate}")
+        return factory(lambda count: learning_rate * schedule(count), **kwargs)
+
+    return functools.update_wrapper(scheduled, factory)
+
+
+@functools.lru_cache(maxsize=None)
 def _family_optimizer(factory, names: tuple[str, ...]):
     """One injected optimizer per (factory, hyperparameter names): the same object for every grid.
 
@@ -72,11 +84,26 @@ def _family_optimizer(factory, names: tuple[str, ...]):
     return inject_hyperparams(factory)(**{name: 0.5 for name in names})
 
 
+def stack_regularization(regularization, size: int):
+    """A Regularization whose fields are arrays (K,): scalars repeat, sequences give one value per member."""
+    if regularization is None:
+        return None
+    fields = {}
+    for name, value in regularization._asdict().items():
+        values = np.broadcast_to(np.asarray(value), (size,)) if np.ndim(value) == 0 else np.asarray(value)
+        if values.shape != (size,):
+            raise ValueError(f"regularization {name} has {values.size} values for {size} members; give one per member")
+        for member in values:  # each member's values are checked as fit checks them
+            regularize.check(regularize.Regularization(**{name: member}))
+        fields[name] = jnp.asarray(values, jnp.float32)
+    return regularize.Regularization(**fields)
+
+
 @partial(jax.jit, static_argnames=("optimizer", "batch_size"), donate_argnums=0)
-def population_epoch(states: train.TrainState, x, y, *, optimizer, batch_size: int):
+def population_epoch(states: train.TrainState, x, y, regularization=None, *, optimizer, batch_size: int):
     """`train.train_epoch` for every member at once; returns (states, sums (K, 2))."""
     epoch = partial(train.train_epoch, optimizer=optimizer, batch_size=batch_size)
-    return jax.vmap(epoch, in_axes=(0, None, None))(states, x, y)
+    return jax.vmap(epoch, in_axes=(0, None, None, 0))(states, x, y, regularization)
 
 
 @partial(jax.jit, static_argnames=("batch_size",))
@@ -87,7 +114,7 @@ def population_evaluation(params, x, y, *, batch_size: int):
 
 def evaluate_population(params, x, y, *, batch_size: int = train.EVAL_BATCH_SIZE) -> list[dict[str, float]]:
     """`train.evaluate` for each member: a list of {"loss", "accuracy"}."""
-    x, y = train.prepare_examples(x, y, jax.tree.map(lambda leaf: leaf[0], params), "evaluation data")
+    x, y = inputs.prepare_examples(x, y, jax.tree.map(lambda leaf: leaf[0], params), "evaluation data")
     sums = np.asarray(population_evaluation(params, x, y, batch_size=batch_size), np.float64)
     return [{"loss": float(loss / len(x)), "accuracy": float(correct / len(x))} for loss, correct in sums]
 
@@ -104,6 +131,8 @@ def fit_population(
     validation_split: float = 0.0,
     validation_data=None,
     keys: jax.Array | None = None,
+    regularization: regularize.Regularization | None = None,
+    schedule=None,
 ) -> tuple[train.TrainState, list[train.History]]:
     """Train a stacked population as `train.fit` trains one model; one History per member.
 
@@ -113,22 +142,31 @@ def fit_population(
       hyperparams: {argument name: K values}, e.g. {"learning_rate": [...]}; the
         factory's other arguments keep their defaults.
       keys: one shuffling key per member, shape (K,); default split from `jax.random.key(0)`.
+      regularization: a `regularize.Regularization` whose fields are one value for
+        all members or one per member (e.g. dropout=[0.2, 0.5, ...]); all data, so
+        the members may differ without another compilation.
+      schedule: a function of the step count multiplying every member's learning
+        rate, e.g. `schedules.cosine_decay(1.0, total_steps)`: member i then follows
+        learning_rate[i] * schedule(step).
       The rest as in `train.fit`. Every member's History shares the epoch timings.
     """
-    train.check_count("epochs", epochs, allow_zero=True)
-    train.check_count("batch_size", batch_size)
+    inputs.check_count("epochs", epochs, allow_zero=True)
+    inputs.check_count("batch_size", batch_size)
     first = jax.tree.map(lambda leaf: leaf[0], params)
-    x, y = train.prepare_examples(x, y, first, "training data")
+    x, y = inputs.prepare_examples(x, y, first, "training data")
     if validation_data is None and validation_split:
-        (x, y), validation_data = train.split_validation(x, y, validation_split)
+        (x, y), validation_data = inputs.split_validation(x, y, validation_split)
     if validation_data is not None:
-        x_val, y_val = train.prepare_examples(*validation_data, first, "validation data")
+        x_val, y_val = inputs.prepare_examples(*validation_data, first, "validation data")
     start = time.perf_counter()
     size = population_size(params)
     keys = jax.random.split(jax.random.key(0), size) if keys is None else keys
+    if schedule is not None:
+        optimizer = _scheduled(optimizer, schedule)
     opt, states = init_population_state(params, optimizer, hyperparams, keys)
+    regularization = stack_regularization(regularization, size)
     x, y = jax.device_put(x), jax.device_put(y)
-    run_epoch = population_epoch.lower(states, x, y, optimizer=opt, batch_size=batch_size).compile()
+    run_epoch = population_epoch.lower(states, x, y, regularization, optimizer=opt, batch_size=batch_size).compile()
     if validation_data is not None:
         x_val, y_val = jax.device_put(x_val), jax.device_put(y_val)
         validate = population_evaluation.lower(states.params, x_val, y_val, batch_size=train.EVAL_BATCH_SIZE).compile()
@@ -138,7 +176,7 @@ def fit_population(
     seconds = []
     for _ in range(epochs):
         start = time.perf_counter()
-        states, sums = run_epoch(states, x, y)
+        states, sums = run_epoch(states, x, y, regularization)
         logs = [train.means(member, len(x)) for member in np.asarray(sums)]
         if validation_data is not None:
             for member_logs, member in zip(logs, np.asarray(validate(states.params, x_val, y_val))):

@@ -20,7 +20,6 @@ seen during the epoch (before each step's update), validation is measured after 
 
 from __future__ import annotations
 
-import math
 import time
 from functools import partial
 from typing import Any, Callable, NamedTuple
@@ -29,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp import model, optim, parallel
+from jaxmlp import inputs, model, optim, parallel, regularize
 
 OptState = Any
 EVAL_BATCH_SIZE = 1000  # no gradients to keep, so bigger batches are cheaper; results do not depend on it
@@ -91,15 +90,24 @@ def _inputs(x: jax.Array, dtype) -> jax.Array:
     return x.astype(dtype) / 255 if x.dtype == jnp.uint8 else x.astype(dtype)
 
 
-def _batch_sums(params, x, targets, mask):
-    """Masked mean loss (what is differentiated) and the [loss, correct] sums of the real rows."""
-    logits = model.apply(params, x)  # (B, C)
-    per_example = model.cross_entropy(logits, targets) * mask  # (B,), padding rows zeroed
+def _batch_sums(params, x, targets, mask, noise=None, regularization=None):
+    """Masked mean loss (what is differentiated) and the [loss, correct] sums of the real rows.
+
+    With a Regularization (and a key, `noise`), the batch is distorted and dropped out,
+    the targets smoothed, and the L2 penalty added to the differentiated loss; the
+    reported sums are the data term against the smoothed targets.
+    """
+    loss_targets, penalty, dropout_key, rate = targets, 0.0, None, 0.0
+    if regularization is not None:
+        x, loss_targets, penalty, dropout_key = regularize.for_training(params, x, targets, noise, regularization)
+        rate = regularization.dropout
+    logits = model.apply(params, x, key=dropout_key, dropout=rate)
+    per_example = model.cross_entropy(logits, loss_targets) * mask  # (B,), padding rows zeroed
     correct = jnp.sum((jnp.argmax(logits, axis=-1) == model.class_labels(targets)) * mask)
-    return jnp.sum(per_example) / jnp.sum(mask), jnp.stack([jnp.sum(per_example), correct])
+    return jnp.sum(per_example) / jnp.sum(mask) + penalty, jnp.stack([jnp.sum(per_example), correct])
 
 
-def train_step(params, opt_state, x, targets, mask, optimizer):
+def train_step(params, opt_state, x, targets, mask, optimizer, noise=None, regularization=None):
     """One step of mini-batch training: forward, loss, backward (jax.grad), update.
 
         loss = sum_i mask_i * CE(apply(params, x_i), t_i) / sum_i mask_i
@@ -107,34 +115,39 @@ def train_step(params, opt_state, x, targets, mask, optimizer):
         params = params + updates
 
     Returns (params, opt_state, sums) with sums = [loss summed over real rows, correct count].
+    `noise` (a PRNG key) and `regularization` switch on dropout, distortions, smoothing and L2.
     """
-    grads, sums = jax.grad(_batch_sums, has_aux=True)(params, x, targets, mask)
+    grads, sums = jax.grad(_batch_sums, has_aux=True)(params, x, targets, mask, noise, regularization)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optim.apply_updates(params, updates), opt_state, sums
 
 
 @partial(jax.jit, static_argnames=("optimizer", "batch_size", "mesh"), donate_argnums=0)
-def train_epoch(state: TrainState, x: jax.Array, y: jax.Array, *, optimizer, batch_size: int, mesh=None):
+def train_epoch(state: TrainState, x: jax.Array, y: jax.Array, regularization=None, *, optimizer, batch_size: int,
+                mesh=None):
     """One shuffled pass over (x, y) as a single compiled program.
 
     x: (N, d) uint8 or float, y: (N,) int labels or (N, C) targets, both on the device.
+    regularization: None (the seed), or a `regularize.Regularization` of values (data).
     mesh: None on one device; a `parallel.data_mesh` to split every batch across devices.
     Returns (new state, [summed loss, number correct]) over the N samples.
     """
     key, shuffle_key = jax.random.split(state.key)
     dtype = jax.tree.leaves(state.params)[0].dtype
     indices, mask = _batches(jax.random.permutation(shuffle_key, x.shape[0]), batch_size, mesh)
+    noise = None if regularization is None else jax.random.split(jax.random.fold_in(shuffle_key, 1), len(indices))
 
     def step(carry, batch):
         params, opt_state, totals = carry
-        rows, row_mask = batch
+        rows, row_mask, step_noise = batch
         params, opt_state, sums = train_step(
-            params, opt_state, _inputs(x[rows], dtype), y[rows], row_mask.astype(dtype), optimizer
+            params, opt_state, _inputs(x[rows], dtype), y[rows], row_mask.astype(dtype), optimizer,
+            step_noise, regularization,
         )
         return (params, opt_state, totals + sums), None
 
     start = (state.params, state.opt_state, jnp.zeros(2, dtype))
-    (params, opt_state, totals), _ = jax.lax.scan(step, start, (indices, mask))
+    (params, opt_state, totals), _ = jax.lax.scan(step, start, (indices, mask, noise))
     return TrainState(params, opt_state, key), totals
 
 
@@ -164,70 +177,6 @@ def _logits(params, x, *, batch_size: int):
 # --------------------------------------------------------------------------- host side
 
 
-def prepare_inputs(x, params: model.Params, what: str) -> np.ndarray:
-    """Inputs flattened to (N, features), as the seed's array_reshape; uint8 pixels or finite floats."""
-    x = np.asarray(x)
-    if x.ndim < 2:
-        raise ValueError(f"{what}: inputs must have shape (N, features) or (N, 28, 28); got {x.shape}")
-    x = x.reshape(len(x), -1)
-    if len(x) == 0:
-        raise ValueError(f"{what}: no samples")
-    features = params[0]["w"].shape[0]
-    if x.shape[1] != features:
-        raise ValueError(f"{what}: inputs have {x.shape[1]} features; the first layer expects {features}")
-    if not np.issubdtype(x.dtype, np.number) or (not np.issubdtype(x.dtype, np.integer) and not np.isfinite(x).all()):
-        raise ValueError(f"{what}: inputs must be finite numbers (uint8 pixels, or floats); got NaN, inf or {x.dtype}")
-    return x
-
-
-def prepare_examples(x, y, params: model.Params, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """`prepare_inputs`, and targets checked against them and the last layer.
-
-    y: (N,) integer labels in 0..C-1, or (N, C) target rows, C being the last layer's width.
-    """
-    x, y = prepare_inputs(x, params, what), np.asarray(y)
-    classes = params[-1]["w"].shape[-1]
-    if len(x) != len(y):
-        raise ValueError(f"{what}: {len(x)} inputs but {len(y)} targets; they must match")
-    if y.ndim == 2:
-        if y.shape[1] != classes:
-            raise ValueError(f"{what}: targets have {y.shape[1]} columns; the last layer has {classes} classes")
-        if not (np.issubdtype(y.dtype, np.number) and np.isfinite(y).all()):
-            raise ValueError(f"{what}: targets must be finite numbers")
-        return x, y
-    if y.ndim != 1:
-        raise ValueError(f"{what}: targets must be labels (N,) or rows (N, {classes}); got shape {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer) and not (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y))):
-        raise ValueError(f"{what}: labels must be integers 0..{classes - 1}; got {y.dtype} values such as {y[:3]}")
-    if y.min() < 0 or y.max() >= classes:
-        raise ValueError(f"{what}: labels must be in 0..{classes - 1}; got {y.min():g}..{y.max():g}")
-    return x, y.astype(np.int32)
-
-
-def check_count(name: str, value, allow_zero: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int; got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}; got {value}")
-
-
-def split_validation(x, y, validation_split: float):
-    """Keras's split: the last `validation_split` of the samples, before any shuffling.
-
-    Returns ((x_train, y_train), (x_val, y_val)); 60,000 samples at 0.2 give 48,000 + 12,000.
-    """
-    if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)):
-        raise TypeError(f"validation_split must be a number in [0, 1); got {validation_split!r}")
-    if not 0 <= validation_split < 1:
-        raise ValueError(f"validation_split must be in [0, 1), e.g. 0.2; got {validation_split}")
-    split_at = int(math.floor(len(x) * (1.0 - validation_split)))
-    if split_at == 0 or split_at == len(x):
-        raise ValueError(
-            f"validation_split={validation_split} of {len(x)} samples leaves an empty training or validation set"
-        )
-    return (x[:split_at], y[:split_at]), (x[split_at:], y[split_at:])
-
-
 def means(sums: jax.Array, count: int) -> dict[str, float]:
     """[summed loss, number correct] -> {"loss", "accuracy"}, divided on the host in float64."""
     loss_sum, correct = np.asarray(sums, np.float64)
@@ -252,6 +201,7 @@ def fit(
     validation_data=None,
     key: jax.Array | None = None,
     initial_epoch: int = 0,
+    regularization: regularize.Regularization | None = None,
     on_epoch_end: Callable[[int, dict, TrainState], None] | None = None,
     verbose: bool = False,
     devices=None,
@@ -273,6 +223,8 @@ def fit(
         parameters (split one root key into two).
       initial_epoch: epochs already done, as Keras's: training runs epochs
         initial_epoch + 1 .. epochs (to resume from a checkpoint's state).
+      regularization: dropout, label smoothing, L2 and affine distortions for training
+        (`regularize.Regularization`); None, the seed's recipe, uses none.
       on_epoch_end: called as on_epoch_end(epoch, logs, state) after each epoch,
         epoch counting from 1, logs holding the metrics and "seconds".
       verbose: print one Keras-style line per epoch.
@@ -285,28 +237,32 @@ def fit(
     """
     if optimizer is None or isinstance(optimizer, str):
         optimizer = optim.from_name(optimizer or "rmsprop")
-    check_count("epochs", epochs, allow_zero=True)
-    check_count("batch_size", batch_size)
-    check_count("initial_epoch", initial_epoch, allow_zero=True)
+    inputs.check_count("epochs", epochs, allow_zero=True)
+    inputs.check_count("batch_size", batch_size)
+    inputs.check_count("initial_epoch", initial_epoch, allow_zero=True)
+    if regularization is not None:
+        regularize.check(regularization)
     if isinstance(params_or_state, TrainState):
         if key is not None:
             raise ValueError("fit was given a TrainState and a key; the state carries its own shuffling key")
         state = jax.tree.map(jnp.copy, params_or_state)  # the caller's copy survives the donation
     else:
         state = init_train_state(params_or_state, optimizer, jax.random.key(0) if key is None else key)
-    x, y = prepare_examples(x, y, state.params, "training data")
+    x, y = inputs.prepare_examples(x, y, state.params, "training data")
     if validation_data is None and validation_split:
-        (x, y), validation_data = split_validation(x, y, validation_split)
+        (x, y), validation_data = inputs.split_validation(x, y, validation_split)
 
     start = time.perf_counter()
     mesh = parallel.data_mesh(devices)
     state, x_train, y_train = parallel.replicate((state, x, y), mesh)
+    if regularization is not None and regularize.distorts(regularization) and x.shape[1] != 28 * 28:
+        raise ValueError(f"distortions need 28x28 images (784 features); these have {x.shape[1]}")
     run_epoch = train_epoch.lower(
-        state, x_train, y_train, optimizer=optimizer, batch_size=batch_size, mesh=mesh
+        state, x_train, y_train, regularization, optimizer=optimizer, batch_size=batch_size, mesh=mesh
     ).compile()
     validate = None
     if validation_data is not None:
-        x_val, y_val = prepare_examples(*validation_data, state.params, "validation data")
+        x_val, y_val = inputs.prepare_examples(*validation_data, state.params, "validation data")
         x_val, y_val = parallel.replicate((x_val, y_val), mesh)
         validate = evaluation_sums.lower(state.params, x_val, y_val, batch_size=EVAL_BATCH_SIZE, mesh=mesh).compile()
     compile_seconds = time.perf_counter() - start
@@ -316,7 +272,7 @@ def fit(
     for epoch in range(initial_epoch + 1, epochs + 1):
         start = time.perf_counter()
         before = jax.tree.map(jnp.copy, state)  # the epoch donates `state`; this copy outlives a divergence
-        state, sums = run_epoch(state, x_train, y_train)
+        state, sums = run_epoch(state, x_train, y_train, regularization)
         logs = means(sums, len(x_train))
         if validate is not None:
             logs.update({"val_" + k: v for k, v in means(validate(state.params, x_val, y_val), len(x_val)).items()})
@@ -342,8 +298,8 @@ def fit(
 
 def evaluate(params: model.Params, x, y, *, batch_size: int = EVAL_BATCH_SIZE) -> dict[str, float]:
     """{"loss", "accuracy"} over *every* sample of (x, y): the last batch is padded and masked, not dropped."""
-    check_count("batch_size", batch_size)
-    x, y = prepare_examples(x, y, params, "evaluation data")
+    inputs.check_count("batch_size", batch_size)
+    x, y = inputs.prepare_examples(x, y, params, "evaluation data")
     return means(evaluation_sums(params, x, y, batch_size=batch_size), len(x))
 
 
@@ -358,6 +314,6 @@ def predict_classes(params: model.Params, x, *, batch_size: int = EVAL_BATCH_SIZ
 
 
 def _predict_logits(params, x, batch_size):
-    check_count("batch_size", batch_size)
-    x = prepare_inputs(x, params, "prediction inputs")
+    inputs.check_count("batch_size", batch_size)
+    x = inputs.prepare_inputs(x, params, "prediction inputs")
     return _logits(params, x, batch_size=batch_size)

@@ -16,6 +16,7 @@ SEED_SCRIPT = REPO / "experiments" / "mnist_seed.py"
 COMPARE_SCRIPT = REPO / "experiments" / "compare_optimizers.py"
 BENCHMARK_SCRIPT = REPO / "experiments" / "benchmark.py"
 SWEEP_SCRIPT = REPO / "experiments" / "sweep.py"
+EXPERIMENTS = REPO / "experiments"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -174,6 +175,59 @@ def test_sweep_trains_each_family_as_one_population_and_reports_timings(mnist, t
     assert [row["models"] for row in result["throughput"]] == [1, 2]
     assert (tmp_path / "sweep.png").read_bytes()[:8] == PNG_MAGIC
     assert "populations take" in out
+
+
+def test_tensor_basics_checks_loops_against_jax_numpy_and_writes_timings(mnist, tmp_path, capsys):
+    code, out, err = run_in_process(EXPERIMENTS / "tensor_basics.py", ["--data-dir", str(mnist_dir()), "--out",
+                                                                       str(tmp_path)], capsys)
+    assert code == 0, err
+    assert "rank 3  shape (60000, 28, 28)" in out and "rank 4  shape (60000, 28, 28, 1)" in out
+    assert out.count(" equal; loops ") == 3  # relu, add and dot: each checked equal before it is timed
+    timings = json.loads((tmp_path / "timings.json").read_text())
+    assert {"relu", "add", "dot"} <= set(timings)
+    assert all(timings[name]["naive_seconds"] > 0 and timings[name]["vectorised_seconds"] > 0 for name in ("relu", "add", "dot"))
+
+
+def test_training_loop_by_hand_equals_optim_sgd_and_the_loss_falls(mnist, tmp_path, capsys):
+    argv = ["--data-dir", str(mnist_dir()), "--out", str(tmp_path), "--steps", "60"]
+    code, out, err = run_in_process(EXPERIMENTS / "training_loop.py", argv, capsys)
+    assert code == 0, err
+    result = json.loads((tmp_path / "loop.json").read_text())
+    assert len(result["losses"]) == 60 and result["largest_difference_from_optim_sgd"] <= 1e-6
+    assert np.mean(result["losses"][-10:]) < result["losses"][0] / 2
+    assert "the same parameters" in out
+    assert (tmp_path / "loss.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_optimizer_paths_picks_a_rate_per_optimizer_and_draws_both_landscapes(tmp_path, capsys):
+    code, out, err = run_in_process(EXPERIMENTS / "optimizer_paths.py", ["--out", str(tmp_path), "--steps", "60"], capsys)
+    assert code == 0, err
+    results = json.loads((tmp_path / "paths.json").read_text())["results"]
+    assert set(results) == {"ravine", "Rosenbrock"}
+    for problem, runs in results.items():
+        assert set(runs) == {"SGD", "momentum", "Nesterov", "Adagrad", "RMSProp", "Adam"}
+        for run in runs.values():
+            assert 1e-4 <= run["learning_rate"] <= 1
+    start = 0.5 * (7.0**2 + 50 * 1.5**2)
+    assert all(run["final_value"] < start / 100 for run in results["ravine"].values())
+    for figure in ("paths.png", "loss.png"):
+        assert (tmp_path / figure).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_best_mlp_chooses_on_validation_and_tests_once(mnist, tmp_path, capsys):
+    argv = ["--data-dir", str(mnist_dir()), "--out", str(tmp_path), "--train-size", "1200", "--epochs", "1",
+            "--learning-rates", "1e-3", "--dropouts", "0.3"]
+    code, out, err = run_in_process(EXPERIMENTS / "best_mlp.py", argv, capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    search = summary["search"]
+    assert [entry["distortion"] for entry in search] == [False, True]
+    best = max(search, key=lambda entry: entry["val_accuracy"])
+    assert summary["chosen"]["dropout"] == 0.3 and summary["chosen"]["learning_rate"] == 1e-3
+    assert (summary["chosen"]["max_rotation"] > 0) == best["distortion"]
+    assert summary["validation_images"] == 200 and summary["training_images"] == 1200
+    assert 0 < summary["test_accuracy"] <= 1 and out.count("search: ") == 2
+    assert (tmp_path / "search.png").read_bytes()[:8] == PNG_MAGIC
 
 
 def test_plot_history_draws_training_and_validation(tmp_path):

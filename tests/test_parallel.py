@@ -53,7 +53,7 @@ def test_each_member_trains_as_fit_would_train_it_alone():
 def test_a_grid_of_learning_rates_compiles_once(monkeypatch):
     traced = []
     apply = model.apply
-    monkeypatch.setattr(model, "apply", lambda params, x: (traced.append(1), apply(params, x))[1])
+    monkeypatch.setattr(model, "apply", lambda params, x, **kw: (traced.append(1), apply(params, x, **kw))[1])
     x, y = random_data(300)
     params = population.init_population(jax.random.split(jax.random.key(0), 4), (784, 8, 10))
     for rates in ([1e-3, 3e-3, 1e-2, 3e-2], [1e-4, 2e-4, 5e-4, 7e-4]):

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxmlp import model, optim, train
+from jaxmlp import inputs, model, optim, train
 from jaxmlp.data import to_categorical
 
 
@@ -108,7 +108,7 @@ def test_evaluate_covers_the_whole_real_test_set(mnist):
 
 def test_validation_split_takes_the_last_fraction_before_shuffling():
     x, y = np.arange(60_000).reshape(-1, 1), np.arange(60_000)
-    (x_train, y_train), (x_val, y_val) = train.split_validation(x, y, 0.2)
+    (x_train, y_train), (x_val, y_val) = inputs.split_validation(x, y, 0.2)
     assert len(x_train) == 48_000 and len(x_val) == 12_000
     assert y_val[0] == 48_000 and y_val[-1] == 59_999
     x, y = random_data(500)
@@ -226,7 +226,7 @@ def test_fit_rejects_mismatched_data():
 def test_validation_and_evaluation_compile_once(monkeypatch):
     traced = []
     apply = model.apply
-    monkeypatch.setattr(model, "apply", lambda params, x: (traced.append(x.shape), apply(params, x))[1])
+    monkeypatch.setattr(model, "apply", lambda params, x, **kw: (traced.append(x.shape), apply(params, x, **kw))[1])
     x, y = random_data(1000)
     params = model.init_mlp(jax.random.key(0), (784, 8, 10))
     train.fit(params, x, y, epochs=3, batch_size=128, validation_split=0.2)
