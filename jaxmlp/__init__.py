@@ -1,6 +1,6 @@
 """jaxmlp: the Keras MNIST example (784 -> 512 relu -> 10 softmax, RMSProp) in functional JAX."""
 
-from jaxmlp import hyperparams, optim, parallel, population, schedules
+from jaxmlp import hyperparams, optim, parallel, population, regularize, schedules
 from jaxmlp.checkpoint import load_pytree, save_pytree
 from jaxmlp.data import load_dataset, load_mnist, to_categorical
 from jaxmlp.model import accuracy, apply, count_params, cross_entropy, init_mlp, loss, summary
@@ -35,6 +35,7 @@ __all__ = [
     "population",
     "predict",
     "predict_classes",
+    "regularize",
     "rmsprop",
     "save_pytree",
     "schedules",
