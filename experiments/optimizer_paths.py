@@ -89,7 +89,7 @@ def best_path(function, start, window, factory, fixed, steps):
 
 
 def parse_args(argv):
-    parser = cli.experiment_parser(__doc__, "runs/optimizer_paths", data=False)
+    parser = cli.experiment_parser(__doc__, "runs/optimizer_paths", data_dir=False)
     parser.add_argument("--steps", type=cli.positive_int, default=300)
     return parser.parse_args(argv)
 

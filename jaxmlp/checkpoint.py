@@ -155,11 +155,10 @@ def restore(folder, like, identity: dict):
     if path is None:
         return None
     meta = read_meta(path)
-    if meta.get("identity") != identity:
+    stored = meta.get("identity", {})
+    if stored != identity:
         differences = ", ".join(
-            f"{key}: {meta['identity'].get(key)!r} there, {value!r} now"
-            for key, value in identity.items()
-            if meta.get("identity", {}).get(key) != value
+            f"{key}: {stored.get(key)!r} there, {value!r} now" for key, value in identity.items() if stored.get(key) != value
         )
         raise ValueError(
             f"{folder} holds checkpoints of another configuration ({differences}); "

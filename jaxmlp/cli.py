@@ -3,7 +3,7 @@
 A script's `main` is wrapped in `run`, which turns the errors a user can cause (a
 bad flag, a missing file, a value out of range) into one line on stderr,
 
-    error: --lr must be > 0 (e.g. 1e-3); got -1
+    error: argument --lr: must be a finite number > 0 (e.g. 1e-3); got -1 (see --help)
 
 and a non-zero exit status, never a traceback.
 """
@@ -28,10 +28,10 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see --help)\n")
 
 
-def experiment_parser(doc: str, out: str, data: bool = True, train_size: bool = False) -> ArgumentParser:
+def experiment_parser(doc: str, out: str, data_dir: bool = True, train_size: bool = False) -> ArgumentParser:
     """A parser with the flags the experiment scripts share: --out, and --data-dir / --train-size if asked."""
     parser = ArgumentParser(description=doc.strip().splitlines()[0])
-    if data:
+    if data_dir:
         parser.add_argument("--data-dir", help="folder with mnist.npz or the IDX files "
                                                "(default: $JAXMLP_DATA, else ~/.cache/jaxmlp)")
     parser.add_argument("--out", default=out, help=f"output folder (default: {out})")

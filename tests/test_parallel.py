@@ -153,3 +153,21 @@ def test_distributed_flags_must_come_together(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 1
     assert run.stderr.startswith("error: a multi-process run needs --coordinator, --num-processes and --process-id")
+
+
+def test_a_schedule_multiplies_every_members_learning_rate():
+    x, y = random_data(200)
+    keys = jax.random.split(jax.random.key(3), 2)
+    params = population.init_population(jax.random.split(jax.random.key(0), 2), (784, 8, 10))
+    halving = lambda count: 0.5 ** (count // 3)  # noqa: E731 - a schedule is any function of the step count
+    states, _ = population.fit_population(params, x, y, optimizer=optim.sgd, hyperparams={"learning_rate": [0.1, 0.4]},
+                                          schedule=halving, keys=keys, epochs=2, batch_size=50)
+    for i, lr in enumerate([0.1, 0.4]):
+        optimizer = optim.sgd(lambda count, lr=lr: lr * halving(count))
+        alone, _ = train.fit(train.init_train_state(leaf(params, i), optimizer, keys[i]), x, y, optimizer=optimizer,
+                             epochs=2, batch_size=50)
+        for a, b in zip(jax.tree.leaves(leaf(states.params, i)), jax.tree.leaves(alone.params)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="learning_rate must be > 0"):
+        population.fit_population(params, x, y, optimizer=optim.sgd, hyperparams={"learning_rate": [0.1, -1.0]},
+                                  schedule=halving)
