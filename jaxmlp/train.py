@@ -249,14 +249,14 @@ def fit(
     else:
         state = init_train_state(params_or_state, optimizer, jax.random.key(0) if key is None else key)
     x, y = inputs.prepare_examples(x, y, state.params, "training data")
+    if regularization is not None and regularize.distorts(regularization) and x.shape[1] != regularize.IMAGE_SIDE**2:
+        raise ValueError(f"distortions need 28x28 images (784 features); these have {x.shape[1]}")
     if validation_data is None and validation_split:
         (x, y), validation_data = inputs.split_validation(x, y, validation_split)
 
     start = time.perf_counter()
     mesh = parallel.data_mesh(devices)
     state, x_train, y_train = parallel.replicate((state, x, y), mesh)
-    if regularization is not None and regularize.distorts(regularization) and x.shape[1] != 28 * 28:
-        raise ValueError(f"distortions need 28x28 images (784 features); these have {x.shape[1]}")
     run_epoch = train_epoch.lower(
         state, x_train, y_train, regularization, optimizer=optimizer, batch_size=batch_size, mesh=mesh
     ).compile()

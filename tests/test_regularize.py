@@ -99,6 +99,15 @@ def test_bad_regularization_is_refused(regularization, message, key):
         train.fit(model.init_mlp(key, (784, 8, 10)), x, y, regularization=regularization)
 
 
+def test_distortions_of_inputs_that_are_not_images_are_refused(key):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 20)).astype(np.float32), rng.integers(0, 10, 64)
+    params = model.init_mlp(key, (20, 8, 10))
+    with pytest.raises(ValueError, match="distortions need 28x28 images"):
+        train.fit(params, x, y, regularization=Regularization(max_rotation=5.0))
+    train.fit(params, x, y, regularization=Regularization(dropout=0.2))  # the rest works on any inputs
+
+
 def test_a_population_of_regularizations_trains_each_member_as_fit_does():
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 256, (400, 784), dtype=np.uint8), rng.integers(0, 10, 400)
