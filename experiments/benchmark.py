@@ -50,10 +50,15 @@ def parse_args(argv):
     parser.add_argument("--repeats", type=cli.positive_int, default=5, help="timed repetitions per measurement")
     parser.add_argument("--batch-size", type=cli.positive_int, default=128)
     parser.add_argument("--hidden", type=cli.positive_int, default=512)
-    parser.add_argument("--skip", type=cli.names(("loop", "seed", "keras", "torch", "precision")), default=[],
-                        help="comma-separated parts not to run")
-    parser.add_argument("--profile", action="store_true",
-                        help="also trace one epoch with jax.profiler and list where its time goes")
+    parser.add_argument(
+        "--skip",
+        type=cli.names(("loop", "seed", "keras", "torch", "precision")),
+        default=[],
+        help="comma-separated parts not to run",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also trace one epoch with jax.profiler and list where its time goes"
+    )
     return parser.parse_args(argv)
 
 
@@ -176,8 +181,8 @@ start = time.perf_counter()
 model.fit(x, y, epochs=5, batch_size=128, validation_split=0.2, verbose=0, callbacks=[Clock()])
 fit_seconds = time.perf_counter() - start
 loss, accuracy = model.evaluate(x_test, y_test, verbose=0)
-print(json.dumps({"version": keras.__version__, "fit_seconds": fit_seconds, "epoch_seconds": float(np.median(seconds[1:])),
-                  "test_accuracy": accuracy}))
+print(json.dumps({"version": keras.__version__, "fit_seconds": fit_seconds,
+                  "epoch_seconds": float(np.median(seconds[1:])), "test_accuracy": accuracy}))
 """
 
 TORCH_RUN = r"""
@@ -187,9 +192,11 @@ from jaxmlp.data import load_dataset
 torch.manual_seed(0)
 (x, y), (x_test, y_test) = load_dataset("mnist", sys.argv[1] or None)
 x = torch.from_numpy(x.reshape(60000, 784).astype("float32") / 255); y = torch.from_numpy(y.astype("int64"))
-x_test = torch.from_numpy(x_test.reshape(10000, 784).astype("float32") / 255); y_test = torch.from_numpy(y_test.astype("int64"))
+x_test = torch.from_numpy(x_test.reshape(10000, 784).astype("float32") / 255)
+y_test = torch.from_numpy(y_test.astype("int64"))
 x_train, y_train, x_val, y_val = x[:48000], y[:48000], x[48000:], y[48000:]
-net = torch.nn.Sequential(torch.nn.Linear(784, int(sys.argv[2])), torch.nn.ReLU(), torch.nn.Linear(int(sys.argv[2]), 10))
+hidden = int(sys.argv[2])
+net = torch.nn.Sequential(torch.nn.Linear(784, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 10))
 opt = torch.optim.RMSprop(net.parameters(), lr=1e-3, alpha=0.9, eps=1e-7)
 loss_fn = torch.nn.CrossEntropyLoss()
 seconds = []
@@ -206,8 +213,9 @@ for epoch in range(5):
 fit_seconds = time.perf_counter() - start
 with torch.no_grad():
     accuracy = (net(x_test).argmax(1) == y_test).float().mean().item()
-print(json.dumps({"version": torch.__version__, "fit_seconds": fit_seconds, "epoch_seconds": float(np.median(seconds[1:])),
-                  "test_accuracy": accuracy, "threads": torch.get_num_threads()}))
+print(json.dumps({"version": torch.__version__, "fit_seconds": fit_seconds,
+                  "epoch_seconds": float(np.median(seconds[1:])), "test_accuracy": accuracy,
+                  "threads": torch.get_num_threads()}))
 """
 
 
@@ -217,8 +225,13 @@ def other_framework(module: str, script: str, data_dir, hidden: int) -> dict | N
     probe = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, env=env)
     if probe.returncode != 0:
         return None
-    result = subprocess.run([sys.executable, "-c", script, str(data_dir or ""), str(hidden)],
-                            capture_output=True, text=True, check=True, env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(data_dir or ""), str(hidden)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -250,8 +263,9 @@ def main(argv=None) -> None:
     floor, flops = gemm_floor(sizes, steps, args.batch_size, len(x) - split)
     floor()  # compile and warm up
     floor_before = [seconds_of(floor) for _ in range(args.repeats)]
-    state, history = train.fit(params, x, y_train, epochs=1 + args.repeats, batch_size=args.batch_size,
-                               validation_split=0.2)
+    state, history = train.fit(
+        params, x, y_train, epochs=1 + args.repeats, batch_size=args.batch_size, validation_split=0.2
+    )
     floor_after = [seconds_of(floor) for _ in range(args.repeats)]
     floor_seconds = float(np.median(floor_before + floor_after))
     epoch_seconds = float(np.median(history.seconds[1:]))
@@ -298,8 +312,10 @@ def main(argv=None) -> None:
 def table(r: dict) -> str:
     """The markdown table: seconds, and each as a multiple of the floor (one epoch, or five for a whole fit)."""
     floor = r["floor_epoch_seconds"]
-    rows = [("GEMM floor: one epoch's matmuls", floor, None),
-            ("jaxmlp epoch (one jitted scan, validation included)", r["epoch_seconds"], None)]
+    rows = [
+        ("GEMM floor: one epoch's matmuls", floor, None),
+        ("jaxmlp epoch (one jitted scan, validation included)", r["epoch_seconds"], None),
+    ]
     if "loop_epoch_seconds" in r:
         rows.append(("naive loop: one jitted step per host batch", r["loop_epoch_seconds"], None))
     if "fit_seconds" in r:

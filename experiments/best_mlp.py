@@ -57,7 +57,8 @@ def main(argv=None) -> None:
     start = time.perf_counter()
     _, histories = population.fit_population(
         population.init_population(jax.random.split(init_key, len(grid))),
-        x_train[:-validation], y_train[:-validation],
+        x_train[:-validation],
+        y_train[:-validation],
         optimizer=optim.adam,
         hyperparams={"learning_rate": [lr for lr, _, _ in grid]},
         regularization=Regularization(
@@ -67,7 +68,8 @@ def main(argv=None) -> None:
         schedule=schedules.cosine_decay(1.0, steps),
         keys=jax.random.split(shuffle_key, len(grid)),
         validation_data=(x_train[-validation:], y_train[-validation:]),
-        epochs=args.epochs, batch_size=args.batch_size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
     )
     search_seconds = time.perf_counter() - start
     scores = [h.metrics["val_accuracy"][-1] for h in histories]
@@ -81,30 +83,53 @@ def main(argv=None) -> None:
     optimizer = optim.adam(schedules.cosine_decay(learning_rate, steps))
     start = time.perf_counter()
     state, history = train.fit(
-        train.init_train_state(model.init_mlp(init_key), optimizer, shuffle_key), x_train, y_train,
-        optimizer=optimizer, epochs=args.epochs, batch_size=args.batch_size, regularization=regularization,
+        train.init_train_state(model.init_mlp(init_key), optimizer, shuffle_key),
+        x_train,
+        y_train,
+        optimizer=optimizer,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        regularization=regularization,
     )
     fit_seconds = time.perf_counter() - start
     test = train.evaluate(state.params, x_test, y_test)
-    print(f"chosen: lr {learning_rate:g}, dropout {dropout}, distortion {'on' if distort else 'off'}; "
-          f"test_accuracy {test['accuracy']:.4f} (fit {fit_seconds:.0f} s, search {search_seconds:.0f} s)")
+    print(
+        f"chosen: lr {learning_rate:g}, dropout {dropout}, distortion {'on' if distort else 'off'}; "
+        f"test_accuracy {test['accuracy']:.4f} (fit {fit_seconds:.0f} s, search {search_seconds:.0f} s)"
+    )
 
-    plot.plot_comparison({f"lr {lr:g}, dropout {rate}, {'distorted' if d else 'plain'}": h.metrics
-                          for (lr, rate, d), h in zip(grid, histories)}, out / "search.png")
+    plot.plot_comparison(
+        {
+            f"lr {lr:g}, dropout {rate}, {'distorted' if d else 'plain'}": h.metrics
+            for (lr, rate, d), h in zip(grid, histories)
+        },
+        out / "search.png",
+    )
     checkpoint.save_pytree(out / "params.npz", state.params)
-    checkpoint.write_json(out / "summary.json", {
-        "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"],
-        "fit_seconds": fit_seconds,
-        "search_seconds": search_seconds,
-        "chosen": {"optimizer": "adam", "learning_rate": learning_rate, "schedule": "cosine decay to 0",
-                   "epochs": args.epochs, "batch_size": args.batch_size, **regularization._asdict()},
-        "search": [{"learning_rate": lr, "dropout": rate, "distortion": d, "val_accuracy": score}
-                   for (lr, rate, d), score in zip(grid, scores)],
-        "validation_images": validation,
-        "training_images": len(x_train),
-        **cli.environment(),
-    })
+    checkpoint.write_json(
+        out / "summary.json",
+        {
+            "test_accuracy": test["accuracy"],
+            "test_loss": test["loss"],
+            "fit_seconds": fit_seconds,
+            "search_seconds": search_seconds,
+            "chosen": {
+                "optimizer": "adam",
+                "learning_rate": learning_rate,
+                "schedule": "cosine decay to 0",
+                "epochs": args.epochs,
+                "batch_size": args.batch_size,
+                **regularization._asdict(),
+            },
+            "search": [
+                {"learning_rate": lr, "dropout": rate, "distortion": d, "val_accuracy": score}
+                for (lr, rate, d), score in zip(grid, scores)
+            ],
+            "validation_images": validation,
+            "training_images": len(x_train),
+            **cli.environment(),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,12 @@ GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
 def parse_args(argv):
     parser = cli.experiment_parser(__doc__, "runs/compare_optimizers", train_size=True)
     parser.add_argument("--dataset", choices=data.DATASETS, default="mnist")
-    parser.add_argument("--optimizers", type=cli.names(optim.NAMES), default=list(optim.NAMES),
-                        help=f"comma-separated, from {','.join(optim.NAMES)} (default: all)")
+    parser.add_argument(
+        "--optimizers",
+        type=cli.names(optim.NAMES),
+        default=list(optim.NAMES),
+        help=f"comma-separated, from {','.join(optim.NAMES)} (default: all)",
+    )
     parser.add_argument("--grid", type=cli.positive_floats, default=list(GRID), help="learning rates to try")
     parser.add_argument("--epochs", type=cli.positive_int, default=5)
     parser.add_argument("--tune-epochs", type=cli.positive_int, default=2)
@@ -52,8 +56,13 @@ def main(argv=None) -> None:
         optimizer = optim.from_name(name, learning_rate)
         start = time.perf_counter()
         state, history = train.fit(
-            train.init_train_state(params, optimizer, shuffle_key), x_train, y_train, optimizer=optimizer,
-            epochs=epochs, batch_size=args.batch_size, validation_split=0.2,
+            train.init_train_state(params, optimizer, shuffle_key),
+            x_train,
+            y_train,
+            optimizer=optimizer,
+            epochs=epochs,
+            batch_size=args.batch_size,
+            validation_split=0.2,
         )
         return state, history, time.perf_counter() - start
 
@@ -67,16 +76,18 @@ def main(argv=None) -> None:
         best = max(tuning, key=lambda lr: (tuning[lr][0], -tuning[lr][1]))
         state, history, seconds = run(name, best, args.epochs)
         test = train.evaluate(state.params, x_test, y_test)
-        results.append({
-            "optimizer": name,
-            "learning_rate": best,
-            "tuning_val_accuracy": {str(lr): acc for lr, (acc, _) in tuning.items()},
-            "test_accuracy": test["accuracy"],
-            "test_loss": test["loss"],
-            "fit_seconds": seconds,
-            "compile_seconds": history.compile_seconds,
-            "history": history.metrics,
-        })
+        results.append(
+            {
+                "optimizer": name,
+                "learning_rate": best,
+                "tuning_val_accuracy": {str(lr): acc for lr, (acc, _) in tuning.items()},
+                "test_accuracy": test["accuracy"],
+                "test_loss": test["loss"],
+                "fit_seconds": seconds,
+                "compile_seconds": history.compile_seconds,
+                "history": history.metrics,
+            }
+        )
         print(f"{name}: lr {best:g} -> test_accuracy {test['accuracy']:.4f} ({seconds:.1f} s)", flush=True)
 
     checkpoint.write_json(out / "compare.json", {"config": vars(args), "results": results, **cli.environment()})
@@ -85,7 +96,10 @@ def main(argv=None) -> None:
 
 
 def markdown_table(results) -> str:
-    lines = ["| optimizer | learning rate | val accuracy | test accuracy | test loss | fit seconds |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| optimizer | learning rate | val accuracy | test accuracy | test loss | fit seconds |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in results:
         lines.append(
             f"| {r['optimizer']} | {r['learning_rate']:g} | {r['history']['val_accuracy'][-1]:.4f} | "

@@ -31,7 +31,6 @@ import numpy as np
 import jaxmlp
 from jaxmlp import checkpoint, cli, data, optim, parallel, plot, train
 
-
 # The flags that make a run what it is: a checkpoint is resumed only by a run that agrees on all of them.
 RUN_IDENTITY = ("dataset", "optimizer", "lr", "batch_size", "validation_split", "seed", "hidden")
 
@@ -94,8 +93,10 @@ def main(argv=None) -> None:
     if restored:
         state, initial_epoch, records = restored
         if initial_epoch > args.epochs:
-            raise ValueError(f"{out}/checkpoints are at epoch {initial_epoch}, past --epochs {args.epochs}; "
-                             "pass --fresh to start over")
+            raise ValueError(
+                f"{out}/checkpoints are at epoch {initial_epoch}, past --epochs {args.epochs}; "
+                "pass --fresh to start over"
+            )
         report(f"resuming after epoch {initial_epoch} from {out}/checkpoints")
     if main_process:
         checkpoint.write_jsonl(out / "metrics.jsonl", records)  # each epoch exactly once, also after a resume
@@ -120,7 +121,9 @@ def main(argv=None) -> None:
         verbose=main_process,
     )
     fit_seconds = time.perf_counter() - start
-    metrics = {name: [r[name] for r in records] for name in records[0] if name not in ("epoch", "seconds")} if records else {}
+    metrics = (
+        {name: [r[name] for r in records] for name in records[0] if name not in ("epoch", "seconds")} if records else {}
+    )
 
     # 5. evaluate on all 10,000 test images; 6. plot; 7. predict the first ten.
     test = jaxmlp.evaluate(state.params, test_images, test_labels)

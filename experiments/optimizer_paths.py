@@ -81,8 +81,13 @@ def best_path(function, start, window, factory, fixed, steps):
     x0, x1, y0, y1 = window
     scores = []
     for path in paths:
-        inside = np.isfinite(path).all() and (path[:, 0] >= x0).all() and (path[:, 0] <= x1).all() \
-            and (path[:, 1] >= y0).all() and (path[:, 1] <= y1).all()
+        inside = (
+            np.isfinite(path).all()
+            and (path[:, 0] >= x0).all()
+            and (path[:, 0] <= x1).all()
+            and (path[:, 1] >= y0).all()
+            and (path[:, 1] <= y1).all()
+        )
         scores.append(float(np.mean(np.log10(function(path.T) + 1e-30))) if inside else np.inf)
     best = int(np.argmin(scores))
     return GRID[best], paths[best]
@@ -105,12 +110,21 @@ def main(argv=None) -> None:
             paths[problem][name] = path
             final = float(function(path[-1]))
             results[problem][name] = {"learning_rate": rate, "final_point": path[-1].tolist(), "final_value": final}
-            print(f"{problem:<11} {name:<9} lr {rate:<7g} after {args.steps} steps at "
-                  f"({path[-1][0]:+.4f}, {path[-1][1]:+.4f}), f = {final:.3g}")
-    plot.plot_paths({problem: (PROBLEMS[problem][0], PROBLEMS[problem][2], paths[problem]) for problem in PROBLEMS},
-                    out / "paths.png")
-    plot.plot_losses({problem: {name: [float(PROBLEMS[problem][0](p)) for p in path] for name, path in runs.items()}
-                      for problem, runs in paths.items()}, out / "loss.png")
+            print(
+                f"{problem:<11} {name:<9} lr {rate:<7g} after {args.steps} steps at "
+                f"({path[-1][0]:+.4f}, {path[-1][1]:+.4f}), f = {final:.3g}"
+            )
+    plot.plot_paths(
+        {problem: (PROBLEMS[problem][0], PROBLEMS[problem][2], paths[problem]) for problem in PROBLEMS},
+        out / "paths.png",
+    )
+    plot.plot_losses(
+        {
+            problem: {name: [float(PROBLEMS[problem][0](p)) for p in path] for name, path in runs.items()}
+            for problem, runs in paths.items()
+        },
+        out / "loss.png",
+    )
     checkpoint.write_json(out / "paths.json", {"steps": args.steps, "results": results})
     print(f"wrote {out}/paths.png, loss.png and paths.json")
 

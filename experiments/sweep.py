@@ -42,8 +42,12 @@ def parse_args(argv):
     parser.add_argument("--families", type=cli.names(tuple(FAMILIES)), default=list(FAMILIES))
     parser.add_argument("--seeds", type=cli.nonnegative_ints, default=[0, 1])
     parser.add_argument("--skip-singles", action="store_true", help="do not train the models one by one")
-    parser.add_argument("--throughput", type=cli.positive_ints, default=[],
-                        help="population sizes K at which to measure models x epochs per second, e.g. 1,16,64")
+    parser.add_argument(
+        "--throughput",
+        type=cli.positive_ints,
+        default=[],
+        help="population sizes K at which to measure models x epochs per second, e.g. 1,16,64",
+    )
     return parser.parse_args(argv)
 
 
@@ -74,16 +78,28 @@ def main(argv=None) -> None:
         timings["population_seconds"] += time.perf_counter() - start
         timings["models"] += len(grid)
         for (lr, seed), history, test in zip(grid, histories, tests):
-            runs.append({"optimizer": family, "learning_rate": lr, "seed": seed,
-                         "val_accuracy": history.metrics["val_accuracy"][-1],
-                         "val_loss": history.metrics["val_loss"][-1], "test_accuracy": test["accuracy"]})
-        print(f"{family}: {len(grid)} models in one program, {histories[0].compile_seconds:.2f} s compile, "
-              f"{np.median(histories[0].seconds):.2f} s per epoch", flush=True)
+            runs.append(
+                {
+                    "optimizer": family,
+                    "learning_rate": lr,
+                    "seed": seed,
+                    "val_accuracy": history.metrics["val_accuracy"][-1],
+                    "val_loss": history.metrics["val_loss"][-1],
+                    "test_accuracy": test["accuracy"],
+                }
+            )
+        print(
+            f"{family}: {len(grid)} models in one program, {histories[0].compile_seconds:.2f} s compile, "
+            f"{np.median(histories[0].seconds):.2f} s per epoch",
+            flush=True,
+        )
         if not args.skip_singles:
             start = time.perf_counter()
             for i, (lr, _) in enumerate(grid):
                 optimizer = factory(lr, **fixed)
-                state = train.init_train_state(jax.tree.map(lambda leaf: leaf[i], params), optimizer, shuffle_keys[i])
+                state = train.init_train_state(
+                    jax.tree.map(lambda leaf, i=i: leaf[i], params), optimizer, shuffle_keys[i]
+                )
                 state, _ = train.fit(state, x_train, y_train, optimizer=optimizer, **fit_options)
                 train.evaluate(state.params, x_test, y_test)
             timings["single_seconds"] += time.perf_counter() - start
@@ -92,8 +108,13 @@ def main(argv=None) -> None:
     if not args.skip_singles:
         timings["single_seconds_per_model"] = timings["single_seconds"] / timings["models"]
         timings["population_over_single"] = timings["population_seconds"] / timings["single_seconds"]
-    result = {"config": vars(args), "runs": runs, "timings": timings,
-              "throughput": throughput(x_train, y_train, args), **cli.environment()}
+    result = {
+        "config": vars(args),
+        "runs": runs,
+        "timings": timings,
+        "throughput": throughput(x_train, y_train, args),
+        **cli.environment(),
+    }
     checkpoint.write_json(out / "sweep.json", result)
     plot.plot_sweep(runs, out / "sweep.png")
     print(summary(result))
@@ -106,12 +127,25 @@ def throughput(x, y, args) -> list[dict]:
         init_keys, shuffle_keys = member_keys(range(size))
         params = population.init_population(init_keys)
         _, histories = population.fit_population(
-            params, x, y, optimizer=optim.rmsprop, hyperparams={"learning_rate": [1e-3] * size}, keys=shuffle_keys,
-            epochs=2, batch_size=args.batch_size, validation_split=0.2,
+            params,
+            x,
+            y,
+            optimizer=optim.rmsprop,
+            hyperparams={"learning_rate": [1e-3] * size},
+            keys=shuffle_keys,
+            epochs=2,
+            batch_size=args.batch_size,
+            validation_split=0.2,
         )
         epoch = histories[0].seconds[-1]  # the second epoch: compilation and warm-up are behind
-        rows.append({"models": size, "epoch_seconds": epoch, "model_epochs_per_second": size / epoch,
-                     "compile_seconds": histories[0].compile_seconds})
+        rows.append(
+            {
+                "models": size,
+                "epoch_seconds": epoch,
+                "model_epochs_per_second": size / epoch,
+                "compile_seconds": histories[0].compile_seconds,
+            }
+        )
         print(f"K={size}: {size / epoch:.2f} model-epochs per second", flush=True)
     for row in rows:
         row["speedup_over_k1"] = row["model_epochs_per_second"] / rows[0]["model_epochs_per_second"] if rows else None
@@ -121,17 +155,25 @@ def throughput(x, y, args) -> list[dict]:
 def summary(result) -> str:
     lines = ["| optimizer | learning rate | seed | val accuracy | test accuracy |", "|---|---|---|---|---|"]
     for r in result["runs"]:
-        lines.append(f"| {r['optimizer']} | {r['learning_rate']:g} | {r['seed']} | {r['val_accuracy']:.4f} | "
-                     f"{r['test_accuracy']:.4f} |")
+        lines.append(
+            f"| {r['optimizer']} | {r['learning_rate']:g} | {r['seed']} | {r['val_accuracy']:.4f} | "
+            f"{r['test_accuracy']:.4f} |"
+        )
     t = result["timings"]
-    lines.append(f"\n{t['models']} models: populations {t['population_seconds']:.1f} s "
-                 f"({t['population_seconds_per_model']:.2f} s per model)")
+    lines.append(
+        f"\n{t['models']} models: populations {t['population_seconds']:.1f} s "
+        f"({t['population_seconds_per_model']:.2f} s per model)"
+    )
     if "single_seconds" in t and "population_over_single" in t:
-        lines.append(f"one by one: {t['single_seconds']:.1f} s ({t['single_seconds_per_model']:.2f} s per model); "
-                     f"populations take {t['population_over_single']:.2f} x the time")
+        lines.append(
+            f"one by one: {t['single_seconds']:.1f} s ({t['single_seconds_per_model']:.2f} s per model); "
+            f"populations take {t['population_over_single']:.2f} x the time"
+        )
     for row in result["throughput"]:
-        lines.append(f"K={row['models']}: {row['model_epochs_per_second']:.2f} model-epochs/s "
-                     f"({row['speedup_over_k1']:.2f} x K={result['throughput'][0]['models']})")
+        lines.append(
+            f"K={row['models']}: {row['model_epochs_per_second']:.2f} model-epochs/s "
+            f"({row['speedup_over_k1']:.2f} x K={result['throughput'][0]['models']})"
+        )
     return "\n".join(lines)
 
 

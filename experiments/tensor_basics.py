@@ -72,7 +72,12 @@ def race(name: str, naive, vectorised, *args) -> dict:
     np.testing.assert_allclose(np.asarray(vectorised(*args)), expected, rtol=1e-5, atol=1e-5)
     slow, fast = seconds(naive, *args, repeats=1), seconds(vectorised, *args, repeats=5)
     print(f"{name:<52} equal; loops {slow * 1e3:9.2f} ms, jax.numpy {fast * 1e3:7.3f} ms: {slow / fast:,.0f}x faster")
-    return {"naive_seconds": slow, "vectorised_seconds": fast, "speedup": slow / fast, "shapes": [a.shape for a in args]}
+    return {
+        "naive_seconds": slow,
+        "vectorised_seconds": fast,
+        "speedup": slow / fast,
+        "shapes": [a.shape for a in args],
+    }
 
 
 def parse_args(argv):
@@ -110,15 +115,21 @@ def main(argv=None) -> None:
     print("\n-- Broadcasting on real data")
     mean_image = train_images.reshape(60000, 784).mean(axis=0)  # (784,)
     centred = x + 0.5 - mean_image[np.newaxis, :] / 255  # (128, 784) - (1, 784): the mean is repeated for each row
-    print(f"batch {x.shape} minus mean image {mean_image.shape}, written [None, :] -> {mean_image[None, :].shape}: "
-          f"result {centred.shape}, batch mean {centred.mean():+.4f} (the data mean is 0.1307)")
+    print(
+        f"batch {x.shape} minus mean image {mean_image.shape}, written [None, :] -> {mean_image[None, :].shape}: "
+        f"result {centred.shape}, batch mean {centred.mean():+.4f} (the data mean is 0.1307)"
+    )
 
     print("\n-- Reshaping")
     flat = train_images.reshape(60000, 28 * 28)
-    print(f"{train_images.shape} -> reshape(60000, 784) -> {flat.shape}; the same 47,040,000 bytes, "
-          f"nothing copied: {np.shares_memory(flat, train_images)}")
-    print(f"a (784,) row back to an image: {flat[4].reshape(28, 28).shape}; transposed weights: "
-          f"{weights.shape} -> {weights.T.shape}")
+    print(
+        f"{train_images.shape} -> reshape(60000, 784) -> {flat.shape}; the same 47,040,000 bytes, "
+        f"nothing copied: {np.shares_memory(flat, train_images)}"
+    )
+    print(
+        f"a (784,) row back to an image: {flat[4].reshape(28, 28).shape}; transposed weights: "
+        f"{weights.shape} -> {weights.T.shape}"
+    )
 
     checkpoint.write_json(Path(args.out) / "timings.json", {**timings, **cli.environment()})
     print(f"\nwrote {args.out}/timings.json")

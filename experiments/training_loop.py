@@ -47,7 +47,9 @@ def main(argv=None) -> None:
     @jax.jit
     def sgd_step(params, inputs, labels):
         loss, gradient = jax.value_and_grad(loss_of)(params, inputs, labels)  # backward pass: d loss / d every W
-        params = [{name: w - args.lr * gradient[i][name] for name, w in layer.items()} for i, layer in enumerate(params)]
+        params = [
+            {name: w - args.lr * gradient[i][name] for name, w in layer.items()} for i, layer in enumerate(params)
+        ]
         return params, loss  # W = W - step * gradient, for every W and b
 
     params = model.init_mlp(init_key)
@@ -73,13 +75,24 @@ def main(argv=None) -> None:
     for step in range(args.steps):
         library, state = library_step(library, state, *batch(step))
     difference = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(library)))
-    np.testing.assert_allclose(np.concatenate([np.ravel(a) for a in jax.tree.leaves(params)]),
-                               np.concatenate([np.ravel(b) for b in jax.tree.leaves(library)]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.concatenate([np.ravel(a) for a in jax.tree.leaves(params)]),
+        np.concatenate([np.ravel(b) for b in jax.tree.leaves(library)]),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     print(f"jaxmlp.optim.sgd({args.lr}) on the same batches: the same parameters (largest difference {difference:.1e})")
 
     out = Path(args.out)
-    checkpoint.write_json(out / "loop.json", {"losses": losses, "test_accuracy": test["accuracy"],
-                                              "largest_difference_from_optim_sgd": difference, "config": vars(args)})
+    checkpoint.write_json(
+        out / "loop.json",
+        {
+            "losses": losses,
+            "test_accuracy": test["accuracy"],
+            "largest_difference_from_optim_sgd": difference,
+            "config": vars(args),
+        },
+    )
     plot.plot_curves({"mini-batch SGD, by hand": losses}, "step", "training loss (batch)", out / "loss.png")
     print(f"wrote {out}/loop.json and {out}/loss.png")
 

@@ -158,7 +158,9 @@ def restore(folder, like, identity: dict):
     stored = meta.get("identity", {})
     if stored != identity:
         differences = ", ".join(
-            f"{key}: {stored.get(key)!r} there, {value!r} now" for key, value in identity.items() if stored.get(key) != value
+            f"{key}: {stored.get(key)!r} there, {value!r} now"
+            for key, value in identity.items()
+            if stored.get(key) != value
         )
         raise ValueError(
             f"{folder} holds checkpoints of another configuration ({differences}); "

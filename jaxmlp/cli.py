@@ -32,8 +32,9 @@ def experiment_parser(doc: str, out: str, data_dir: bool = True, train_size: boo
     """A parser with the flags the experiment scripts share: --out, and --data-dir / --train-size if asked."""
     parser = ArgumentParser(description=doc.strip().splitlines()[0])
     if data_dir:
-        parser.add_argument("--data-dir", help="folder with mnist.npz or the IDX files "
-                                               "(default: $JAXMLP_DATA, else ~/.cache/jaxmlp)")
+        parser.add_argument(
+            "--data-dir", help="folder with mnist.npz or the IDX files (default: $JAXMLP_DATA, else ~/.cache/jaxmlp)"
+        )
     parser.add_argument("--out", default=out, help=f"output folder (default: {out})")
     if train_size:
         parser.add_argument("--train-size", type=positive_int, help="use only the first N training images (quick runs)")
@@ -132,8 +133,9 @@ def names(choices):
 def add_distributed_flags(parser: argparse.ArgumentParser) -> None:
     """--coordinator, --num-processes, --process-id: one process of a multi-process (multi-host) run."""
     group = parser.add_argument_group("several processes or hosts (jax.distributed); also $JAXMLP_COORDINATOR, ...")
-    group.add_argument("--coordinator", default=os.environ.get("JAXMLP_COORDINATOR"),
-                       help="host:port of process 0, e.g. 10.0.0.1:1234")
+    group.add_argument(
+        "--coordinator", default=os.environ.get("JAXMLP_COORDINATOR"), help="host:port of process 0, e.g. 10.0.0.1:1234"
+    )
     group.add_argument("--num-processes", type=positive_int, default=os.environ.get("JAXMLP_NUM_PROCESSES"))
     group.add_argument("--process-id", type=nonnegative_int, default=os.environ.get("JAXMLP_PROCESS_ID"))
 

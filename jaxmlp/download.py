@@ -127,5 +127,9 @@ def _download_once(url: str, destination: Path, sha256: str, progress: bool, tim
 
 
 def _show_progress(name: str, received: int, total: int) -> None:
-    done = f"{received / 1e6:.1f}/{total / 1e6:.1f} MB {100 * received / total:3.0f}%" if total else f"{received / 1e6:.1f} MB"
+    done = (
+        f"{received / 1e6:.1f}/{total / 1e6:.1f} MB {100 * received / total:3.0f}%"
+        if total
+        else f"{received / 1e6:.1f} MB"
+    )
     print(f"\rdownloading {name}: {done}", end="", file=sys.stderr, flush=True)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import inspect
 import numbers
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -14,6 +14,7 @@ import numpy as np
 
 from jaxmlp.model import Params
 
+
 def prepare_inputs(x, params: Params, what: str) -> np.ndarray:
     """Inputs flattened to (N, features), as the seed's array_reshape; uint8 pixels or finite floats."""
     x = np.asarray(x)
@@ -47,7 +48,9 @@ def prepare_examples(x, y, params: Params, what: str) -> tuple[np.ndarray, np.nd
         return x, y
     if y.ndim != 1:
         raise ValueError(f"{what}: targets must be labels (N,) or rows (N, {classes}); got shape {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer) and not (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y))):
+    if not np.issubdtype(y.dtype, np.integer) and not (
+        np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y))
+    ):
         raise ValueError(f"{what}: labels must be integers 0..{classes - 1}; got {y.dtype} values such as {y[:3]}")
     if y.min() < 0 or y.max() >= classes:
         raise ValueError(f"{what}: labels must be in 0..{classes - 1}; got {y.min():g}..{y.max():g}")

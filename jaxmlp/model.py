@@ -105,10 +105,10 @@ def count_params(params: Params) -> int:
 def summary(params: Params, print_fn=print) -> str:
     """A Keras-style table of the layers; prints it with `print_fn` and returns it.
 
-        Layer (type)            Output Shape        Param #
-        dense (Dense, relu)     (None, 512)         401,920
-        dense_1 (Dense, softmax) (None, 10)           5,130
-        Total params: 407,050
+    Layer (type)            Output Shape        Param #
+    dense (Dense, relu)     (None, 512)         401,920
+    dense_1 (Dense, softmax) (None, 10)           5,130
+    Total params: 407,050
     """
     rule, thick = "_" * 65, "=" * 65
     lines = ['Model: "sequential"', rule, f"{'Layer (type)':<30}{'Output Shape':<20}{'Param #':>15}", thick]

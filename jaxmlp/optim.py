@@ -20,7 +20,8 @@ schedule(0), as in optax and Keras). Every operation is elementwise.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -243,9 +244,7 @@ def adagrad(learning_rate, initial_accumulator_value=0.1, eps=1e-7) -> GradientT
     def update(grads, state, params=None):
         del params
         sum_of_squares = jax.tree.map(lambda g, s: s + g**2, grads, state.sum_of_squares)
-        scaled = jax.tree.map(
-            lambda g, s: jnp.where(s > 0, jax.lax.rsqrt(s + eps), 0.0) * g, grads, sum_of_squares
-        )
+        scaled = jax.tree.map(lambda g, s: jnp.where(s > 0, jax.lax.rsqrt(s + eps), 0.0) * g, grads, sum_of_squares)
         updates = _scale(-_learning_rate_at(learning_rate, state.count), scaled)
         return updates, AdagradState(count=state.count + 1, sum_of_squares=sum_of_squares)
 

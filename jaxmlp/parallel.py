@@ -17,8 +17,8 @@ program; only process 0 should write files (`is_main_process`).
 
 from __future__ import annotations
 
-import numpy as np
 import jax
+import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 BATCH_AXIS = "batch"

@@ -131,7 +131,9 @@ def plot_sweep(runs: list[dict], path) -> Path:
             rates = sorted({r["learning_rate"] for r in mine})
             means = [np.mean([r[metric] for r in mine if r["learning_rate"] == lr]) for lr in rates]
             (line,) = ax.plot(rates, means, "-", label=optimizer)
-            ax.plot([r["learning_rate"] for r in mine], [r[metric] for r in mine], "o", color=line.get_color(), alpha=0.6)
+            ax.plot(
+                [r["learning_rate"] for r in mine], [r[metric] for r in mine], "o", color=line.get_color(), alpha=0.6
+            )
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
         ax.set_ylabel(metric.replace("_", " "))

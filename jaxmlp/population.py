@@ -60,7 +60,7 @@ def init_population_state(params, factory, hyperparams: dict, keys: jax.Array):
     return optimizer, train.TrainState(jax.tree.map(jnp.copy, params), opt_state, jnp.copy(keys))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _scheduled(factory, schedule):
     """The factory with its learning rate (data) multiplied by a fixed schedule of the step count."""
 
@@ -72,7 +72,7 @@ def _scheduled(factory, schedule):
     return functools.update_wrapper(scheduled, factory)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _family_optimizer(factory, names: tuple[str, ...]):
     """One injected optimizer per (factory, hyperparameter names): the same object for every grid.
 

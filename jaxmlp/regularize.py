@@ -33,8 +33,14 @@ class Regularization(NamedTuple):
 
 def check(regularization: Regularization) -> None:
     """ValueError for a value outside its range (host-side, on concrete values)."""
-    limits = {"dropout": 1, "input_dropout": 1, "label_smoothing": 1, "max_scale": 1, "max_shift": IMAGE_SIDE / 2,
-              "max_rotation": 180}
+    limits = {
+        "dropout": 1,
+        "input_dropout": 1,
+        "label_smoothing": 1,
+        "max_scale": 1,
+        "max_shift": IMAGE_SIDE / 2,
+        "max_rotation": 180,
+    }
     for name, limit in limits.items():
         value = float(getattr(regularization, name))
         if not 0 <= value < limit:

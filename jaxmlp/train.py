@@ -21,8 +21,9 @@ seen during the epoch (before each step's update), validation is measured after 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +46,7 @@ class TrainState(NamedTuple):
 class Diverged(ValueError):
     """The loss became NaN or infinite. `state` is the last finite state, `history` what came before."""
 
-    def __init__(self, message: str, epoch: int, state: "TrainState", history: "History"):
+    def __init__(self, message: str, epoch: int, state: TrainState, history: History):
         super().__init__(message)
         self.epoch, self.state, self.history = epoch, state, history
 
@@ -123,8 +124,9 @@ def train_step(params, opt_state, x, targets, mask, optimizer, noise=None, regul
 
 
 @partial(jax.jit, static_argnames=("optimizer", "batch_size", "mesh"), donate_argnums=0)
-def train_epoch(state: TrainState, x: jax.Array, y: jax.Array, regularization=None, *, optimizer, batch_size: int,
-                mesh=None):
+def train_epoch(
+    state: TrainState, x: jax.Array, y: jax.Array, regularization=None, *, optimizer, batch_size: int, mesh=None
+):
     """One shuffled pass over (x, y) as a single compiled program.
 
     x: (N, d) uint8 or float, y: (N,) int labels or (N, C) targets, both on the device.
@@ -141,8 +143,14 @@ def train_epoch(state: TrainState, x: jax.Array, y: jax.Array, regularization=No
         params, opt_state, totals = carry
         rows, row_mask, step_noise = batch
         params, opt_state, sums = train_step(
-            params, opt_state, _inputs(x[rows], dtype), y[rows], row_mask.astype(dtype), optimizer,
-            step_noise, regularization,
+            params,
+            opt_state,
+            _inputs(x[rows], dtype),
+            y[rows],
+            row_mask.astype(dtype),
+            optimizer,
+            step_noise,
+            regularization,
         )
         return (params, opt_state, totals + sums), None
 
@@ -283,7 +291,9 @@ def fit(
                 f"(validation loss {logs.get('val_loss')}); the learning rate is probably too high, try a smaller "
                 f"one; {f'the state after epoch {epoch - 1}' if epoch > 1 else 'the initial state'} is the last "
                 "finite one",
-                epoch, before, History(metrics, seconds[:-1], compile_seconds),
+                epoch,
+                before,
+                History(metrics, seconds[:-1], compile_seconds),
             )
         for name, value in logs.items():
             metrics.setdefault(name, []).append(value)
@@ -293,7 +303,6 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(epoch, logs, state)
     return state, History(metrics, seconds, compile_seconds)
-
 
 
 def evaluate(params: model.Params, x, y, *, batch_size: int = EVAL_BATCH_SIZE) -> dict[str, float]:

@@ -160,12 +160,14 @@ def test_npz_with_whole_number_floats_and_wide_ints_is_converted_to_uint8(tmp_pa
 
 def test_read_idx_hand_made_bytes(tmp_path):
     labels = tmp_path / "labels"
-    labels.write_bytes(b"\x00\x00\x08\x01" b"\x00\x00\x00\x03" b"\x07\x00\x09")
+    labels.write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x03\x07\x00\x09")
     got = data.read_idx(labels)
     assert got.dtype == np.uint8 and got.tolist() == [7, 0, 9]
 
     images = tmp_path / "images"  # 2 images of 1x3 pixels
-    images.write_bytes(b"\x00\x00\x08\x03" b"\x00\x00\x00\x02" b"\x00\x00\x00\x01" b"\x00\x00\x00\x03" + bytes([1, 2, 3, 253, 254, 255]))
+    images.write_bytes(
+        b"\x00\x00\x08\x03\x00\x00\x00\x02\x00\x00\x00\x01\x00\x00\x00\x03" + bytes([1, 2, 3, 253, 254, 255])
+    )
     got = data.read_idx(images)
     assert got.dtype == np.uint8 and got.tolist() == [[[1, 2, 3]], [[253, 254, 255]]]
 
@@ -267,9 +269,21 @@ def _too_short(a):
 
 BAD_IDX = {  # id -> (file that is replaced, its new content, what the message must say)
     "truncated-body": ("x_train", _truncated_body, r"header says \(5, 28, 28\) .* it is truncated or corrupt"),
-    "trailing-bytes": ("y_test", _trailing_bytes, r"header says \(3,\) \(11 bytes with the header\) but the file has 12 bytes"),
-    "wrong-magic": ("x_test", _wrong_magic, r"not an MNIST IDX file of the right kind \(magic number 0x00000804; expected 0x00000803 for images\)"),
-    "label-count": ("y_train", _one_label_short, r"4 labels for 5 images in .*train-images-idx3-ubyte; they must match"),
+    "trailing-bytes": (
+        "y_test",
+        _trailing_bytes,
+        r"header says \(3,\) \(11 bytes with the header\) but the file has 12 bytes",
+    ),
+    "wrong-magic": (
+        "x_test",
+        _wrong_magic,
+        r"not an MNIST IDX file of the right kind \(magic number 0x00000804; expected 0x00000803 for images\)",
+    ),
+    "label-count": (
+        "y_train",
+        _one_label_short,
+        r"4 labels for 5 images in .*train-images-idx3-ubyte; they must match",
+    ),
     "27x28-images": ("x_train", _images_27x28, r"images have shape \(5, 27, 28\); expected \(N, 28, 28\)"),
     "label-above-9": ("y_test", _label_ten, r"labels range 0\.\.10; expected 0\.\.9"),
     "corrupt-gzip": ("y_test", _corrupt_gzip, r"corrupt gzip data"),
@@ -391,8 +405,14 @@ def test_empty_folder_without_download_says_how_to_supply_the_files(tmp_path):
         data.load_dataset("mnist", tmp_path, allow_download=False)
     message = str(info.value)
     assert f"mnist not found in {tmp_path}" in message
-    for name in ("mnist.npz", "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "$JAXMLP_DATA"):
+    for name in (
+        "mnist.npz",
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+        "$JAXMLP_DATA",
+    ):
         assert name in message, name
     assert list(tmp_path.iterdir()) == []  # nothing created
 

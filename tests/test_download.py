@@ -126,7 +126,9 @@ def files_in(folder):
 def test_good_file_is_written_with_no_temporary_left(server, tmp_path):
     server.routes["/file.gz"] = serve(BODY)
     destination = tmp_path / "file.gz"
-    got = download.download([server.url + "/file.gz"], destination, BODY_SHA256, progress=False, attempts=1, retry_wait=0)
+    got = download.download(
+        [server.url + "/file.gz"], destination, BODY_SHA256, progress=False, attempts=1, retry_wait=0
+    )
     assert got == destination
     assert destination.read_bytes() == BODY
     assert files_in(tmp_path) == ["file.gz"]  # no *.part
@@ -136,8 +138,12 @@ def test_checksum_mismatch_keeps_nothing(server, tmp_path):
     corrupted = bytearray(BODY)
     corrupted[100] ^= 0xFF
     server.routes["/file.gz"] = serve(bytes(corrupted))
-    with pytest.raises(download.DownloadError, match=r"/file\.gz: checksum mismatch: sha256 [0-9a-f]{64}, expected " + BODY_SHA256):
-        download.download([server.url + "/file.gz"], tmp_path / "file.gz", BODY_SHA256, progress=False, attempts=1, retry_wait=0)
+    with pytest.raises(
+        download.DownloadError, match=r"/file\.gz: checksum mismatch: sha256 [0-9a-f]{64}, expected " + BODY_SHA256
+    ):
+        download.download(
+            [server.url + "/file.gz"], tmp_path / "file.gz", BODY_SHA256, progress=False, attempts=1, retry_wait=0
+        )
     assert files_in(tmp_path) == []
 
 
@@ -146,7 +152,9 @@ def test_truncated_response_keeps_nothing(server, tmp_path):
     # announced before the connection closed: only the length check can catch it.
     server.routes["/file.gz"] = serve(BODY, length=len(BODY) + 100)
     with pytest.raises(download.DownloadError, match=r"truncated: got 1024 of 1124 bytes"):
-        download.download([server.url + "/file.gz"], tmp_path / "file.gz", BODY_SHA256, progress=False, attempts=1, retry_wait=0)
+        download.download(
+            [server.url + "/file.gz"], tmp_path / "file.gz", BODY_SHA256, progress=False, attempts=1, retry_wait=0
+        )
     assert files_in(tmp_path) == []
 
 
@@ -185,8 +193,15 @@ def test_slow_mirror_times_out_and_the_next_one_is_used(server, tmp_path):
 def test_slow_only_mirror_is_a_timeout_error(server, tmp_path):
     server.routes["/slow/file.gz"] = stall(server, 5, serve(BODY))
     with pytest.raises(download.DownloadError, match=r"/slow/file\.gz: .*timed out"):
-        download.download([server.url + "/slow/file.gz"], tmp_path / "file.gz", BODY_SHA256,
-                          progress=False, timeout=0.5, attempts=1, retry_wait=0)
+        download.download(
+            [server.url + "/slow/file.gz"],
+            tmp_path / "file.gz",
+            BODY_SHA256,
+            progress=False,
+            timeout=0.5,
+            attempts=1,
+            retry_wait=0,
+        )
     assert files_in(tmp_path) == []
 
 
@@ -208,8 +223,14 @@ def test_a_failed_request_is_retried(server, tmp_path, attempts, succeeds):
 
 def test_progress_goes_to_stderr_and_names_the_file(server, tmp_path, capsys):
     server.routes["/train-labels-idx1-ubyte.gz"] = serve(BODY)
-    download.download([server.url + "/train-labels-idx1-ubyte.gz"], tmp_path / "train-labels-idx1-ubyte.gz",
-                      BODY_SHA256, progress=True, attempts=1, retry_wait=0)
+    download.download(
+        [server.url + "/train-labels-idx1-ubyte.gz"],
+        tmp_path / "train-labels-idx1-ubyte.gz",
+        BODY_SHA256,
+        progress=True,
+        attempts=1,
+        retry_wait=0,
+    )
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "downloading train-labels-idx1-ubyte.gz: " in captured.err
@@ -219,7 +240,9 @@ def test_progress_goes_to_stderr_and_names_the_file(server, tmp_path, capsys):
 
 def test_no_progress_output_when_disabled(server, tmp_path, capsys):
     server.routes["/file.gz"] = serve(BODY)
-    download.download([server.url + "/file.gz"], tmp_path / "file.gz", BODY_SHA256, progress=False, attempts=1, retry_wait=0)
+    download.download(
+        [server.url + "/file.gz"], tmp_path / "file.gz", BODY_SHA256, progress=False, attempts=1, retry_wait=0
+    )
     assert capsys.readouterr().err == ""
 
 
@@ -305,7 +328,9 @@ def test_fetch_falls_back_past_an_unreachable_mirror(server, served_mnist, tmp_p
 def test_offline_load_dataset_says_the_download_failed_and_how_to_supply_files(tmp_path, monkeypatch):
     dead = closed_port_url()
     monkeypatch.setitem(
-        download.REMOTES, "mnist", download.Remote(mirrors=(dead,), sha256={name: "0" * 64 for name in GZ_NAMES.values()})
+        download.REMOTES,
+        "mnist",
+        download.Remote(mirrors=(dead,), sha256={name: "0" * 64 for name in GZ_NAMES.values()}),
     )
     monkeypatch.setattr(download.time, "sleep", lambda seconds: None)
     with pytest.raises(FileNotFoundError) as info:

@@ -8,7 +8,6 @@ import gzip
 
 import numpy as np
 import pytest
-
 from conftest import REPO, write_idx
 from test_experiments import run_in_process
 
@@ -23,8 +22,10 @@ FLAG_CASES = {
     "epochs-negative": (["--epochs", "-1"], "argument --epochs: must be >= 0"),
     "validation-split-one": (["--validation-split", "1"], "argument --validation-split: must be in [0, 1)"),
     "validation-split-negative": (["--validation-split", "-0.2"], "argument --validation-split: must be in [0, 1)"),
-    "unknown-optimizer": (["--optimizer", "adamax"], "unknown optimizer 'adamax'; choose one of sgd, momentum, "
-                          "nesterov, rmsprop, adagrad, adam, or optax.<name>"),
+    "unknown-optimizer": (
+        ["--optimizer", "adamax"],
+        "unknown optimizer 'adamax'; choose one of sgd, momentum, nesterov, rmsprop, adagrad, adam, or optax.<name>",
+    ),
     "unknown-optax-optimizer": (["--optimizer", "optax.nothing"], "unknown optimizer 'optax.nothing'"),
     "unknown-dataset": (["--dataset", "cifar10"], "argument --dataset: invalid choice: 'cifar10'"),
     "missing-data-folder": (["--data-dir", "/no/such/folder"], "data folder /no/such/folder does not exist"),
@@ -46,14 +47,19 @@ def test_bad_flag(argv, expected, tmp_path, capsys):
 
 def good_arrays(n=20):
     rng = np.random.default_rng(0)
-    return {"x_train": rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), "y_train": rng.integers(0, 10, n, dtype=np.uint8),
-            "x_test": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8), "y_test": rng.integers(0, 10, 5, dtype=np.uint8)}
+    return {
+        "x_train": rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
+        "y_train": rng.integers(0, 10, n, dtype=np.uint8),
+        "x_test": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
+        "y_test": rng.integers(0, 10, 5, dtype=np.uint8),
+    }
 
 
 def npz_with(**changes):
     def write(folder):
         np.savez(folder / "mnist.npz", **{**good_arrays(), **changes})
         return folder / "mnist.npz"
+
     return write
 
 
@@ -74,8 +80,12 @@ def idx_with(broken: str):
 
     def write(folder):
         arrays = good_arrays()
-        names = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
-                 "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
+        names = {
+            "x_train": "train-images-idx3-ubyte",
+            "y_train": "train-labels-idx1-ubyte",
+            "x_test": "t10k-images-idx3-ubyte",
+            "y_test": "t10k-labels-idx1-ubyte",
+        }
         for key, name in names.items():
             write_idx(folder / (name + ".gz"), arrays[key], 2051 if key.startswith("x") else 2049)
         victim = folder / "train-images-idx3-ubyte.gz"

@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO, mnist_dir, small_fashion_mnist
+
 from jaxmlp import plot, train
 
 SEED_SCRIPT = REPO / "experiments" / "mnist_seed.py"
@@ -54,22 +54,50 @@ def test_mnist_seed_runs_end_to_end_and_writes_every_file(mnist, tmp_path):
     assert [m["epoch"] for m in metrics] == [1, 2]
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"} <= set(metrics[0])
     summary = json.loads((out / "summary.json").read_text())
-    for key in ("test_loss", "test_accuracy", "fit_seconds", "compile_seconds", "epochs", "devices", "device_kind",
-                "jax_version"):
+    for key in (
+        "test_loss",
+        "test_accuracy",
+        "fit_seconds",
+        "compile_seconds",
+        "epochs",
+        "devices",
+        "device_kind",
+        "jax_version",
+    ):
         assert key in summary
     assert summary["test_accuracy"] > 0.9 and summary["devices"] >= 1 and summary["epochs"] == 2
     assert summary["true_first_10"] == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
     with np.load(out / "params.npz") as params:
         assert {name: params[name].shape for name in params.files} == {
-            "0/w": (784, 32), "0/b": (32,), "1/w": (32, 10), "1/b": (10,)}
+            "0/w": (784, 32),
+            "0/b": (32,),
+            "1/w": (32, 10),
+            "1/b": (10,),
+        }
     for figure in ("history.png", "predictions.png"):
         assert (out / figure).read_bytes()[:8] == PNG_MAGIC
 
 
 def test_dataset_flag_reads_fashion_mnist_files(tmp_path, capsys):
     small_fashion_mnist(tmp_path / "data")
-    argv = ["--dataset", "fashion_mnist", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out"),
-            "--epochs", "1", "--hidden", "8", "--batch-size", "32", "--optimizer", "optax.adamw", "--lr", "0.01"]
+    argv = [
+        "--dataset",
+        "fashion_mnist",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--out",
+        str(tmp_path / "out"),
+        "--epochs",
+        "1",
+        "--hidden",
+        "8",
+        "--batch-size",
+        "32",
+        "--optimizer",
+        "optax.adamw",
+        "--lr",
+        "0.01",
+    ]
     code, out, err = run_in_process(SEED_SCRIPT, argv, capsys)
     assert code == 0, err
     assert "fashion_mnist: train (200, 28, 28)" in out
@@ -100,7 +128,9 @@ def test_a_real_process_prints_no_traceback(tmp_path):
     (tmp_path / "mnist.npz").write_bytes(b"PK\x03\x04 not really a zip")
     result = subprocess.run(
         [sys.executable, str(SEED_SCRIPT), "--data-dir", str(tmp_path), "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: {tmp_path / 'mnist.npz'}: not a readable .npz file")
@@ -108,8 +138,22 @@ def test_a_real_process_prints_no_traceback(tmp_path):
 
 
 def test_compare_optimizers_tunes_on_validation_and_writes_table_and_figure(mnist, tmp_path, capsys):
-    argv = ["--data-dir", str(mnist_dir()), "--out", str(tmp_path), "--optimizers", "sgd,adam", "--grid", "1e-3,0.1",
-            "--epochs", "2", "--tune-epochs", "1", "--train-size", "1000"]
+    argv = [
+        "--data-dir",
+        str(mnist_dir()),
+        "--out",
+        str(tmp_path),
+        "--optimizers",
+        "sgd,adam",
+        "--grid",
+        "1e-3,0.1",
+        "--epochs",
+        "2",
+        "--tune-epochs",
+        "1",
+        "--train-size",
+        "1000",
+    ]
     code, out, err = run_in_process(COMPARE_SCRIPT, argv, capsys)
     assert code == 0, err
     results = json.loads((tmp_path / "compare.json").read_text())["results"]
@@ -134,11 +178,30 @@ def test_experiments_keep_a_persistent_compilation_cache_unless_it_is_off(settin
     data_dir = small_fashion_mnist(tmp_path / "data")
     cache = tmp_path / "xla"
     result = subprocess.run(
-        [sys.executable, str(SEED_SCRIPT), "--dataset", "fashion_mnist", "--data-dir", str(data_dir),
-         "--out", str(tmp_path / "out"), "--epochs", "1", "--hidden", "8", "--batch-size", "50"],
-        env={**os.environ, "JAXMLP_COMPILE_CACHE": str(cache) if setting == "folder" else "off",
-             "XDG_CACHE_HOME": str(tmp_path / "home-cache")},
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(SEED_SCRIPT),
+            "--dataset",
+            "fashion_mnist",
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(tmp_path / "out"),
+            "--epochs",
+            "1",
+            "--hidden",
+            "8",
+            "--batch-size",
+            "50",
+        ],
+        env={
+            **os.environ,
+            "JAXMLP_COMPILE_CACHE": str(cache) if setting == "folder" else "off",
+            "XDG_CACHE_HOME": str(tmp_path / "home-cache"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     if setting == "folder":
@@ -148,21 +211,51 @@ def test_experiments_keep_a_persistent_compilation_cache_unless_it_is_off(settin
 
 
 def test_benchmark_reports_ratios_to_the_floor(mnist, tmp_path, capsys):
-    argv = ["--data-dir", str(mnist_dir()), "--out", str(tmp_path), "--repeats", "1", "--hidden", "16",
-            "--skip", "seed,keras,torch,precision"]
+    argv = [
+        "--data-dir",
+        str(mnist_dir()),
+        "--out",
+        str(tmp_path),
+        "--repeats",
+        "1",
+        "--hidden",
+        "16",
+        "--skip",
+        "seed,keras,torch,precision",
+    ]
     code, out, err = run_in_process(BENCHMARK_SCRIPT, argv, capsys)
     assert code == 0, err
     result = json.loads((tmp_path / "benchmark.json").read_text())
-    for key in ("floor_epoch_seconds", "epoch_seconds", "ratio_to_floor", "compile_seconds", "loop_epoch_seconds",
-                "device_kind"):
+    for key in (
+        "floor_epoch_seconds",
+        "epoch_seconds",
+        "ratio_to_floor",
+        "compile_seconds",
+        "loop_epoch_seconds",
+        "device_kind",
+    ):
         assert result[key] is not None
     assert result["ratio_to_floor"] == pytest.approx(result["epoch_seconds"] / result["floor_epoch_seconds"])
     assert "| GEMM floor: one epoch's matmuls |" in out and "| naive loop" in out
 
 
 def test_sweep_trains_each_family_as_one_population_and_reports_timings(mnist, tmp_path, capsys):
-    argv = ["--data-dir", str(mnist_dir()), "--out", str(tmp_path), "--families", "adam", "--seeds", "3",
-            "--epochs", "1", "--train-size", "600", "--throughput", "1,2"]
+    argv = [
+        "--data-dir",
+        str(mnist_dir()),
+        "--out",
+        str(tmp_path),
+        "--families",
+        "adam",
+        "--seeds",
+        "3",
+        "--epochs",
+        "1",
+        "--train-size",
+        "600",
+        "--throughput",
+        "1,2",
+    ]
     code, out, err = run_in_process(SWEEP_SCRIPT, argv, capsys)
     assert code == 0, err
     result = json.loads((tmp_path / "sweep.json").read_text())
@@ -178,14 +271,18 @@ def test_sweep_trains_each_family_as_one_population_and_reports_timings(mnist, t
 
 
 def test_tensor_basics_checks_loops_against_jax_numpy_and_writes_timings(mnist, tmp_path, capsys):
-    code, out, err = run_in_process(EXPERIMENTS / "tensor_basics.py", ["--data-dir", str(mnist_dir()), "--out",
-                                                                       str(tmp_path)], capsys)
+    code, out, err = run_in_process(
+        EXPERIMENTS / "tensor_basics.py", ["--data-dir", str(mnist_dir()), "--out", str(tmp_path)], capsys
+    )
     assert code == 0, err
     assert "rank 3  shape (60000, 28, 28)" in out and "rank 4  shape (60000, 28, 28, 1)" in out
     assert out.count(" equal; loops ") == 3  # relu, add and dot: each checked equal before it is timed
     timings = json.loads((tmp_path / "timings.json").read_text())
     assert {"relu", "add", "dot"} <= set(timings)
-    assert all(timings[name]["naive_seconds"] > 0 and timings[name]["vectorised_seconds"] > 0 for name in ("relu", "add", "dot"))
+    assert all(
+        timings[name]["naive_seconds"] > 0 and timings[name]["vectorised_seconds"] > 0
+        for name in ("relu", "add", "dot")
+    )
 
 
 def test_training_loop_by_hand_equals_optim_sgd_and_the_loss_falls(mnist, tmp_path, capsys):
@@ -200,11 +297,13 @@ def test_training_loop_by_hand_equals_optim_sgd_and_the_loss_falls(mnist, tmp_pa
 
 
 def test_optimizer_paths_picks_a_rate_per_optimizer_and_draws_both_landscapes(tmp_path, capsys):
-    code, out, err = run_in_process(EXPERIMENTS / "optimizer_paths.py", ["--out", str(tmp_path), "--steps", "60"], capsys)
+    code, out, err = run_in_process(
+        EXPERIMENTS / "optimizer_paths.py", ["--out", str(tmp_path), "--steps", "60"], capsys
+    )
     assert code == 0, err
     results = json.loads((tmp_path / "paths.json").read_text())["results"]
     assert set(results) == {"ravine", "Rosenbrock"}
-    for problem, runs in results.items():
+    for runs in results.values():
         assert set(runs) == {"SGD", "momentum", "Nesterov", "Adagrad", "RMSProp", "Adam"}
         for run in runs.values():
             assert 1e-4 <= run["learning_rate"] <= 1
@@ -215,8 +314,20 @@ def test_optimizer_paths_picks_a_rate_per_optimizer_and_draws_both_landscapes(tm
 
 
 def test_best_mlp_chooses_on_validation_and_tests_once(mnist, tmp_path, capsys):
-    argv = ["--data-dir", str(mnist_dir()), "--out", str(tmp_path), "--train-size", "1200", "--epochs", "1",
-            "--learning-rates", "1e-3", "--dropouts", "0.3"]
+    argv = [
+        "--data-dir",
+        str(mnist_dir()),
+        "--out",
+        str(tmp_path),
+        "--train-size",
+        "1200",
+        "--epochs",
+        "1",
+        "--learning-rates",
+        "1e-3",
+        "--dropouts",
+        "0.3",
+    ]
     code, out, err = run_in_process(EXPERIMENTS / "best_mlp.py", argv, capsys)
     assert code == 0, err
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -231,8 +342,11 @@ def test_best_mlp_chooses_on_validation_and_tests_once(mnist, tmp_path, capsys):
 
 
 def test_plot_history_draws_training_and_validation(tmp_path):
-    history = train.History({"loss": [0.3, 0.1], "accuracy": [0.9, 0.97], "val_loss": [0.2, 0.15],
-                             "val_accuracy": [0.94, 0.96]}, seconds=[1.0, 1.0], compile_seconds=0.5)
+    history = train.History(
+        {"loss": [0.3, 0.1], "accuracy": [0.9, 0.97], "val_loss": [0.2, 0.15], "val_accuracy": [0.94, 0.96]},
+        seconds=[1.0, 1.0],
+        compile_seconds=0.5,
+    )
     assert plot.plot_history(history, tmp_path / "h.png").read_bytes()[:8] == PNG_MAGIC
     assert plot.plot_history({"loss": [1.0], "accuracy": [0.5]}, tmp_path / "d.png").read_bytes()[:8] == PNG_MAGIC
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.png", "h.png"]  # no temporary files left

@@ -86,7 +86,8 @@ def test_gradients_equal_finite_differences(key):
         # The same by hand on a few coordinates: central differences, h = 1e-6.
         grads = jax.grad(model.loss)(params, x, labels)
         for layer, name, index in [(0, "w", (2, 3)), (0, "b", (4,)), (1, "w", (0, 2)), (1, "b", (1,))]:
-            def shifted(h):
+
+            def shifted(h, layer=layer, name=name, index=index):
                 moved = jax.tree.map(lambda a: a, params)
                 moved[layer] = {**params[layer], name: params[layer][name].at[index].add(h)}
                 return float(model.loss(moved, x, labels))
@@ -98,8 +99,15 @@ def test_gradients_equal_finite_differences(key):
 def test_summary_prints_a_keras_table(key, capsys):
     text = model.summary(model.init_mlp(key))
     assert capsys.readouterr().out.strip() == text.strip()
-    for expected in ("dense (Dense, relu)", "(None, 512)", "401,920", "dense_1 (Dense, softmax)", "(None, 10)",
-                     "5,130", "Total params: 407,050"):
+    for expected in (
+        "dense (Dense, relu)",
+        "(None, 512)",
+        "401,920",
+        "dense_1 (Dense, softmax)",
+        "(None, 10)",
+        "5,130",
+        "Total params: 407,050",
+    ):
         assert expected in text
     model.summary(model.init_mlp(key, (4, 3, 2)), print_fn=None)
     assert capsys.readouterr().out == ""

@@ -21,33 +21,93 @@ CASES = [
     ("momentum", lambda lr: sgd(lr, momentum=0.9), lambda lr: optax.sgd(lr, momentum=0.9), 0.1, 0.1),
     ("nesterov", lambda lr: sgd(lr, 0.9, nesterov=True), lambda lr: optax.sgd(lr, 0.9, nesterov=True), 0.1, 0.1),
     ("rmsprop", rmsprop, lambda lr: optax.rmsprop(lr, decay=0.9, eps=1e-7), 0.01, 0.01),
-    ("rmsprop_eps_outside", lambda lr: rmsprop(lr, eps=1e-3, eps_in_sqrt=False),
-     lambda lr: optax.rmsprop(lr, eps=1e-3, eps_in_sqrt=False), 0.01, 0.01),
-    ("rmsprop_centered", lambda lr: rmsprop(lr, centered=True), lambda lr: optax.rmsprop(lr, eps=1e-7, centered=True),
-     0.01, 0.01),
-    ("rmsprop_momentum", lambda lr: rmsprop(lr, decay=0.8, momentum=0.5),
-     lambda lr: optax.rmsprop(lr, decay=0.8, eps=1e-7, momentum=0.5), 0.01, 0.01),
-    ("rmsprop_centered_momentum_outside", lambda lr: rmsprop(lr, centered=True, momentum=0.5, eps_in_sqrt=False),
-     lambda lr: optax.rmsprop(lr, eps=1e-7, centered=True, momentum=0.5, eps_in_sqrt=False), 0.01, 0.01),
+    (
+        "rmsprop_eps_outside",
+        lambda lr: rmsprop(lr, eps=1e-3, eps_in_sqrt=False),
+        lambda lr: optax.rmsprop(lr, eps=1e-3, eps_in_sqrt=False),
+        0.01,
+        0.01,
+    ),
+    (
+        "rmsprop_centered",
+        lambda lr: rmsprop(lr, centered=True),
+        lambda lr: optax.rmsprop(lr, eps=1e-7, centered=True),
+        0.01,
+        0.01,
+    ),
+    (
+        "rmsprop_momentum",
+        lambda lr: rmsprop(lr, decay=0.8, momentum=0.5),
+        lambda lr: optax.rmsprop(lr, decay=0.8, eps=1e-7, momentum=0.5),
+        0.01,
+        0.01,
+    ),
+    (
+        "rmsprop_centered_momentum_outside",
+        lambda lr: rmsprop(lr, centered=True, momentum=0.5, eps_in_sqrt=False),
+        lambda lr: optax.rmsprop(lr, eps=1e-7, centered=True, momentum=0.5, eps_in_sqrt=False),
+        0.01,
+        0.01,
+    ),
     ("adagrad", adagrad, optax.adagrad, 0.1, 0.1),
-    ("adagrad_from_zero", lambda lr: adagrad(lr, initial_accumulator_value=0.0, eps=0.0),
-     lambda lr: optax.adagrad(lr, initial_accumulator_value=0.0, eps=0.0), 0.1, 0.1),
+    (
+        "adagrad_from_zero",
+        lambda lr: adagrad(lr, initial_accumulator_value=0.0, eps=0.0),
+        lambda lr: optax.adagrad(lr, initial_accumulator_value=0.0, eps=0.0),
+        0.1,
+        0.1,
+    ),
     ("adam", adam, optax.adam, 0.01, 0.01),
-    ("adam_betas", lambda lr: adam(lr, b1=0.5, b2=0.9, eps=1e-6), lambda lr: optax.adam(lr, b1=0.5, b2=0.9, eps=1e-6),
-     0.01, 0.01),
-    ("sgd_exponential_decay", lambda lr: sgd(lr, momentum=0.9), lambda lr: optax.sgd(lr, momentum=0.9),
-     schedules.exponential_decay(0.2, 10, 0.5), optax.exponential_decay(0.2, 10, 0.5)),
-    ("sgd_staircase", sgd, optax.sgd,
-     schedules.exponential_decay(0.2, 7, 0.5, staircase=True), optax.exponential_decay(0.2, 7, 0.5, staircase=True)),
-    ("rmsprop_cosine", lambda lr: rmsprop(lr, momentum=0.5), lambda lr: optax.rmsprop(lr, eps=1e-7, momentum=0.5),
-     schedules.cosine_decay(0.01, 80, alpha=0.1), optax.cosine_decay_schedule(0.01, 80, alpha=0.1)),
+    (
+        "adam_betas",
+        lambda lr: adam(lr, b1=0.5, b2=0.9, eps=1e-6),
+        lambda lr: optax.adam(lr, b1=0.5, b2=0.9, eps=1e-6),
+        0.01,
+        0.01,
+    ),
+    (
+        "sgd_exponential_decay",
+        lambda lr: sgd(lr, momentum=0.9),
+        lambda lr: optax.sgd(lr, momentum=0.9),
+        schedules.exponential_decay(0.2, 10, 0.5),
+        optax.exponential_decay(0.2, 10, 0.5),
+    ),
+    (
+        "sgd_staircase",
+        sgd,
+        optax.sgd,
+        schedules.exponential_decay(0.2, 7, 0.5, staircase=True),
+        optax.exponential_decay(0.2, 7, 0.5, staircase=True),
+    ),
+    (
+        "rmsprop_cosine",
+        lambda lr: rmsprop(lr, momentum=0.5),
+        lambda lr: optax.rmsprop(lr, eps=1e-7, momentum=0.5),
+        schedules.cosine_decay(0.01, 80, alpha=0.1),
+        optax.cosine_decay_schedule(0.01, 80, alpha=0.1),
+    ),
     ("adam_warmup", adam, optax.adam, schedules.linear_warmup(0.01, 30), optax.linear_schedule(0, 0.01, 30)),
-    ("adam_warmup_cosine", adam, optax.adam, schedules.linear_warmup(0.01, 20, after=schedules.cosine_decay(0.01, 60)),
-     optax.warmup_cosine_decay_schedule(0.0, 0.01, 20, 80)),
-    ("adagrad_optax_schedule", adagrad, optax.adagrad,
-     optax.exponential_decay(0.1, 50, 0.3), optax.exponential_decay(0.1, 50, 0.3)),
-    ("momentum_constant_schedule", lambda lr: sgd(lr, momentum=0.9), lambda lr: optax.sgd(lr, momentum=0.9),
-     schedules.constant(0.1), 0.1),
+    (
+        "adam_warmup_cosine",
+        adam,
+        optax.adam,
+        schedules.linear_warmup(0.01, 20, after=schedules.cosine_decay(0.01, 60)),
+        optax.warmup_cosine_decay_schedule(0.0, 0.01, 20, 80),
+    ),
+    (
+        "adagrad_optax_schedule",
+        adagrad,
+        optax.adagrad,
+        optax.exponential_decay(0.1, 50, 0.3),
+        optax.exponential_decay(0.1, 50, 0.3),
+    ),
+    (
+        "momentum_constant_schedule",
+        lambda lr: sgd(lr, momentum=0.9),
+        lambda lr: optax.sgd(lr, momentum=0.9),
+        schedules.constant(0.1),
+        0.1,
+    ),
 ]
 IDS = [case[0] for case in CASES]
 
@@ -189,16 +249,25 @@ GOLDEN = [  # (ours, p_1, p_100)
     (lambda: sgd(0.003), [0.994, 1.988, 2.982], [0.5478207015, 1.0956414031, 1.6434621046]),
     (lambda: sgd(0.003, momentum=0.9), [0.994, 1.988, 2.982], [0.0035136003, 0.0070272006, 0.0105408008]),
     (lambda: sgd(0.003, 0.9, nesterov=True), [0.9886, 1.9772, 2.9658], [0.0014278793, 0.0028557586, 0.0042836380]),
-    (lambda: rmsprop(0.003, eps=1e-8), [0.9905131671, 1.990513167, 2.990513167], [0.6813819165, 1.6766120871, 2.6751949428]),
+    (
+        lambda: rmsprop(0.003, eps=1e-8),
+        [0.9905131671, 1.990513167, 2.990513167],
+        [0.6813819165, 1.6766120871, 2.6751949428],
+    ),
     (lambda: rmsprop(0.003, eps=1e-8, centered=True), [0.99, 1.99, 2.99], [0.0917161733, 0.5477271746, 1.1687563605]),
-    (lambda: rmsprop(0.003, eps=1e-8, momentum=0.9), [0.9905131671, 1.990513167, 2.990513167],
-     [-0.0022679018, -0.0289361462, 0.3766689224]),
+    (
+        lambda: rmsprop(0.003, eps=1e-8, momentum=0.9),
+        [0.9905131671, 1.990513167, 2.990513167],
+        [-0.0022679018, -0.0289361462, 0.3766689224],
+    ),
     (lambda: adam(0.003), [0.997, 1.997, 2.997], [0.7166903423, 1.7079687718, 2.7052307932]),
 ]
 
 
 @pytest.mark.parametrize(
-    "ours, step1, step100", GOLDEN, ids=["sgd", "momentum", "nesterov", "rmsprop", "centered", "rmsprop_momentum", "adam"]
+    "ours, step1, step100",
+    GOLDEN,
+    ids=["sgd", "momentum", "nesterov", "rmsprop", "centered", "rmsprop_momentum", "adam"],
 )
 def test_golden_numbers_of_optax(ours, step1, step100):
     with jax.enable_x64(True):
@@ -270,8 +339,14 @@ def test_no_recompilation_on_the_second_step():
 
 @pytest.mark.parametrize(
     "optimizer, steps",
-    [(sgd(1e-3), 10_000), (sgd(1e-3, momentum=0.9), 10_000), (rmsprop(5e-3), 10_000),
-     (rmsprop(5e-3, momentum=0.9), 10_000), (adagrad(1.0), 10_000), (adam(1e-1), 10_000)],
+    [
+        (sgd(1e-3), 10_000),
+        (sgd(1e-3, momentum=0.9), 10_000),
+        (rmsprop(5e-3), 10_000),
+        (rmsprop(5e-3, momentum=0.9), 10_000),
+        (adagrad(1.0), 10_000),
+        (adam(1e-1), 10_000),
+    ],
     ids=["sgd", "momentum", "rmsprop", "rmsprop_momentum", "adagrad", "adam"],
 )
 def test_converges_on_parabola_and_rosenbrock(optimizer, steps):
@@ -285,7 +360,7 @@ def test_converges_on_parabola_and_rosenbrock(optimizer, steps):
 
     for loss, start, target in [(parabola, [-1.0, 10.0, 1.0], [1.0, -1.0, 1.0]), (rosenbrock, [0.0, 0.0], [1.0, 1.0])]:
 
-        def step(_, carry):
+        def step(_, carry, loss=loss):
             params, state = carry
             updates, state = optimizer.update(jax.grad(loss)(params), state, params)
             return optim.apply_updates(params, updates), state
@@ -330,8 +405,9 @@ def test_vmap_over_learning_rates_compiles_once_and_matches_single_runs():
     population = jax.vmap(train, in_axes=(None, 0))(params, states)
     for i, lr in enumerate(rates):
         single = trajectory(sgd(float(lr), momentum=0.9), params, x, labels, steps=50)
-        assert_trees_close(jax.tree.map(lambda a: a[i], population), jax.tree.map(lambda a: a[-1], single),
-                           rtol=1e-5, atol=1e-6)
+        assert_trees_close(
+            jax.tree.map(lambda a, i=i: a[i], population), jax.tree.map(lambda a: a[-1], single), rtol=1e-5, atol=1e-6
+        )
     assert len(traces) == 1
 
 
@@ -351,11 +427,16 @@ def test_works_inside_optax_chain():
     [
         (schedules.constant(0.3), optax.constant_schedule(0.3)),
         (schedules.exponential_decay(0.1, 7, 0.5), optax.exponential_decay(0.1, 7, 0.5)),
-        (schedules.exponential_decay(0.1, 7, 0.5, staircase=True), optax.exponential_decay(0.1, 7, 0.5, staircase=True)),
+        (
+            schedules.exponential_decay(0.1, 7, 0.5, staircase=True),
+            optax.exponential_decay(0.1, 7, 0.5, staircase=True),
+        ),
         (schedules.cosine_decay(0.1, 50, alpha=0.2), optax.cosine_decay_schedule(0.1, 50, alpha=0.2)),
         (schedules.linear_warmup(0.1, 25, init_value=0.01), optax.linear_schedule(0.01, 0.1, 25)),
-        (schedules.linear_warmup(0.1, 10, after=schedules.cosine_decay(0.1, 40)),
-         optax.warmup_cosine_decay_schedule(0.0, 0.1, 10, 50)),
+        (
+            schedules.linear_warmup(0.1, 10, after=schedules.cosine_decay(0.1, 40)),
+            optax.warmup_cosine_decay_schedule(0.0, 0.1, 10, 50),
+        ),
     ],
 )
 def test_schedules_equal_optax(ours, theirs):

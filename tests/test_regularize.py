@@ -61,8 +61,9 @@ def test_distortion_with_zero_limits_is_the_identity_and_otherwise_moves_each_im
 
 def test_label_smoothing_equals_optax():
     labels = jnp.array([0, 3, 9])
-    np.testing.assert_allclose(regularize.smooth_labels(labels, 10, 0.1),
-                               optax.smooth_labels(jax.nn.one_hot(labels, 10), 0.1), rtol=1e-6)
+    np.testing.assert_allclose(
+        regularize.smooth_labels(labels, 10, 0.1), optax.smooth_labels(jax.nn.one_hot(labels, 10), 0.1), rtol=1e-6
+    )
     rows = jax.nn.one_hot(labels, 10)
     np.testing.assert_allclose(regularize.smooth_labels(rows, 10, 0.2), optax.smooth_labels(rows, 0.2), rtol=1e-6)
 
@@ -86,11 +87,13 @@ def test_the_l2_gradient_is_added_to_the_loss_gradient(key):
 
 @pytest.mark.parametrize(
     "regularization, message",
-    [(Regularization(dropout=1.0), r"dropout must be in \[0, 1\)"),
-     (Regularization(label_smoothing=-0.1), r"label_smoothing must be in \[0, 1\)"),
-     (Regularization(l2=-1.0), "l2 must be >= 0"),
-     (Regularization(max_rotation=200.0), r"max_rotation must be in \[0, 180\)"),
-     (Regularization(max_shift=20.0), r"max_shift must be in \[0, 14\)")],
+    [
+        (Regularization(dropout=1.0), r"dropout must be in \[0, 1\)"),
+        (Regularization(label_smoothing=-0.1), r"label_smoothing must be in \[0, 1\)"),
+        (Regularization(l2=-1.0), "l2 must be >= 0"),
+        (Regularization(max_rotation=200.0), r"max_rotation must be in \[0, 180\)"),
+        (Regularization(max_shift=20.0), r"max_shift must be in \[0, 14\)"),
+    ],
 )
 def test_bad_regularization_is_refused(regularization, message, key):
     rng = np.random.default_rng(0)
@@ -113,18 +116,37 @@ def test_a_population_of_regularizations_trains_each_member_as_fit_does():
     x, y = rng.integers(0, 256, (400, 784), dtype=np.uint8), rng.integers(0, 10, 400)
     keys = jax.random.split(jax.random.key(3), 3)
     params = population.init_population(jax.random.split(jax.random.key(0), 3), (784, 16, 10))
-    members = [Regularization(dropout=d, label_smoothing=s, l2=1e-4, max_shift=m, max_rotation=r)
-               for d, s, m, r in [(0.0, 0.0, 0.0, 0.0), (0.3, 0.1, 1.0, 5.0), (0.5, 0.2, 2.0, 10.0)]]
+    members = [
+        Regularization(dropout=d, label_smoothing=s, l2=1e-4, max_shift=m, max_rotation=r)
+        for d, s, m, r in [(0.0, 0.0, 0.0, 0.0), (0.3, 0.1, 1.0, 5.0), (0.5, 0.2, 2.0, 10.0)]
+    ]
     stacked = Regularization(*[[getattr(m, name) for m in members] for name in Regularization._fields])
     states, histories = population.fit_population(
-        params, x, y, optimizer=optim.adam, hyperparams={"learning_rate": [1e-3] * 3}, keys=keys, epochs=2,
-        batch_size=64, validation_split=0.2, regularization=stacked)
+        params,
+        x,
+        y,
+        optimizer=optim.adam,
+        hyperparams={"learning_rate": [1e-3] * 3},
+        keys=keys,
+        epochs=2,
+        batch_size=64,
+        validation_split=0.2,
+        regularization=stacked,
+    )
     for i, member in enumerate(members):
-        alone, history = train.fit(train.init_train_state(jax.tree.map(lambda a: a[i], params), optim.adam(1e-3),
-                                                          keys[i]),
-                                   x, y, optimizer=optim.adam(1e-3), epochs=2, batch_size=64, validation_split=0.2,
-                                   regularization=member)
-        for a, b in zip(jax.tree.leaves(jax.tree.map(lambda leaf: leaf[i], states.params)), jax.tree.leaves(alone.params)):
+        alone, history = train.fit(
+            train.init_train_state(jax.tree.map(lambda a, i=i: a[i], params), optim.adam(1e-3), keys[i]),
+            x,
+            y,
+            optimizer=optim.adam(1e-3),
+            epochs=2,
+            batch_size=64,
+            validation_split=0.2,
+            regularization=member,
+        )
+        for a, b in zip(
+            jax.tree.leaves(jax.tree.map(lambda leaf, i=i: leaf[i], states.params)), jax.tree.leaves(alone.params)
+        ):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
         assert histories[i].metrics["loss"] == pytest.approx(history.metrics["loss"], rel=1e-5)
 

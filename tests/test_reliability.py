@@ -11,10 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import REPO, mnist_dir, small_fashion_mnist
-from jaxmlp import checkpoint, model, optim, train
 from test_experiments import run_in_process
+
+from jaxmlp import checkpoint, model, optim, train
 
 SEED_SCRIPT = REPO / "experiments" / "mnist_seed.py"
 
@@ -40,8 +40,15 @@ def test_fit_stops_at_the_diverging_epoch_and_hands_back_the_last_finite_state()
     params = model.init_mlp(jax.random.key(0), (784, 8, 10))
     seen = []
     with pytest.raises(train.Diverged, match="diverged in epoch 3: the loss became nan.*learning rate") as info:
-        train.fit(params, x, y, optimizer=poisoned(optim.sgd(0.01), after_steps=12), epochs=5, batch_size=64,
-                  on_epoch_end=lambda epoch, logs, state: seen.append(epoch))
+        train.fit(
+            params,
+            x,
+            y,
+            optimizer=poisoned(optim.sgd(0.01), after_steps=12),
+            epochs=5,
+            batch_size=64,
+            on_epoch_end=lambda epoch, logs, state: seen.append(epoch),
+        )
     assert seen == [1, 2]  # callbacks (and so checkpoints) only ever see finite epochs
     assert info.value.epoch == 3 and len(info.value.history.metrics["loss"]) == 2
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(info.value.state.params))
@@ -55,8 +62,20 @@ def test_a_diverging_run_exits_with_one_line_and_keeps_its_last_finite_checkpoin
     real = optim.from_name
     monkeypatch.setattr(optim, "from_name", lambda name, lr=None: poisoned(real(name, lr), after_steps=4))
     out = tmp_path / "out"
-    argv = ["--dataset", "fashion_mnist", "--data-dir", str(data_dir), "--out", str(out), "--epochs", "3",
-            "--hidden", "8", "--batch-size", "50"]
+    argv = [
+        "--dataset",
+        "fashion_mnist",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--epochs",
+        "3",
+        "--hidden",
+        "8",
+        "--batch-size",
+        "50",
+    ]
     code, _, err = run_in_process(SEED_SCRIPT, argv, capsys)
     assert code == 1
     assert err.startswith("error: training diverged in epoch 2: the loss became nan") and "learning rate" in err
@@ -69,8 +88,19 @@ def test_a_diverging_run_exits_with_one_line_and_keeps_its_last_finite_checkpoin
 
 
 def run_seed(out, epochs=6, extra=()):
-    return [sys.executable, str(SEED_SCRIPT), "--data-dir", str(mnist_dir()), "--out", str(out),
-            "--epochs", str(epochs), "--hidden", "64", *extra]
+    return [
+        sys.executable,
+        str(SEED_SCRIPT),
+        "--data-dir",
+        str(mnist_dir()),
+        "--out",
+        str(out),
+        "--epochs",
+        str(epochs),
+        "--hidden",
+        "64",
+        *extra,
+    ]
 
 
 def without_seconds(path):
@@ -103,8 +133,18 @@ def test_a_run_killed_mid_epoch_resumes_and_ends_bitwise_as_an_uninterrupted_one
 
 def test_a_checkpoint_of_another_configuration_is_refused_and_fresh_starts_over(tmp_path, capsys):
     data_dir = small_fashion_mnist(tmp_path / "data")
-    common = ["--dataset", "fashion_mnist", "--data-dir", str(data_dir), "--out", str(tmp_path / "out"),
-              "--batch-size", "50", "--epochs", "2"]
+    common = [
+        "--dataset",
+        "fashion_mnist",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(tmp_path / "out"),
+        "--batch-size",
+        "50",
+        "--epochs",
+        "2",
+    ]
     assert run_in_process(SEED_SCRIPT, [*common, "--hidden", "8"], capsys)[0] == 0
     code, _, err = run_in_process(SEED_SCRIPT, [*common, "--hidden", "16"], capsys)
     assert code == 1 and "holds checkpoints of another configuration (hidden: 8 there, 16 now)" in err
@@ -112,7 +152,9 @@ def test_a_checkpoint_of_another_configuration_is_refused_and_fresh_starts_over(
     code, out, err = run_in_process(SEED_SCRIPT, [*common, "--hidden", "16", "--fresh"], capsys)
     assert code == 0, err
     assert "resuming" not in out
-    assert checkpoint.read_meta(checkpoint.latest_checkpoint(tmp_path / "out" / "checkpoints"))["identity"]["hidden"] == 16
+    assert (
+        checkpoint.read_meta(checkpoint.latest_checkpoint(tmp_path / "out" / "checkpoints"))["identity"]["hidden"] == 16
+    )
     code, _, err = run_in_process(SEED_SCRIPT, [*common[:-1], "1", "--hidden", "16"], capsys)
     assert code == 1 and "past --epochs 1" in err
 
@@ -144,8 +186,22 @@ def test_loading_a_checkpoint_checks_its_tree_against_the_state(tmp_path):
 def test_the_same_seed_and_configuration_give_identical_results(tmp_path, capsys):
     data_dir = small_fashion_mnist(tmp_path / "data")
     for name in ("a", "b"):
-        argv = ["--dataset", "fashion_mnist", "--data-dir", str(data_dir), "--out", str(tmp_path / name),
-                "--epochs", "3", "--hidden", "8", "--batch-size", "50", "--seed", "7"]
+        argv = [
+            "--dataset",
+            "fashion_mnist",
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(tmp_path / name),
+            "--epochs",
+            "3",
+            "--hidden",
+            "8",
+            "--batch-size",
+            "50",
+            "--seed",
+            "7",
+        ]
         assert run_in_process(SEED_SCRIPT, argv, capsys)[0] == 0
     with np.load(tmp_path / "a" / "params.npz") as a, np.load(tmp_path / "b" / "params.npz") as b:
         assert all(np.array_equal(a[name], b[name]) for name in a.files)
@@ -161,6 +217,13 @@ def test_host_memory_does_not_grow_per_epoch():
     x, y = random_data(2000)
     rss = {}
     params = model.init_mlp(jax.random.key(0), (784, 512, 10))  # a kept copy of the state would be ~5 MB an epoch
-    train.fit(params, x, y, epochs=50, batch_size=128, validation_split=0.2,
-              on_epoch_end=lambda epoch, logs, state: rss.__setitem__(epoch, resident_mb()))
+    train.fit(
+        params,
+        x,
+        y,
+        epochs=50,
+        batch_size=128,
+        validation_split=0.2,
+        on_epoch_end=lambda epoch, logs, state: rss.__setitem__(epoch, resident_mb()),
+    )
     assert rss[50] - rss[10] < 25  # measured: 6 to 12 MB of allocator warm-up, flat afterwards

@@ -65,8 +65,9 @@ def reference_epoch(params, opt_state, optimizer, x, y, order, batch_size):
     return params, loss_sum / len(order), correct / len(order)
 
 
-@pytest.mark.parametrize("optimizer", [optim.sgd(0.1, momentum=0.9), optim.rmsprop(), optim.adam(1e-3)],
-                         ids=["momentum", "rmsprop", "adam"])
+@pytest.mark.parametrize(
+    "optimizer", [optim.sgd(0.1, momentum=0.9), optim.rmsprop(), optim.adam(1e-3)], ids=["momentum", "rmsprop", "adam"]
+)
 def test_compiled_epoch_equals_a_plain_loop_over_real_rows(optimizer):
     """The scan, the gather, the padding and the mask change nothing: float64, rtol 1e-10."""
     x, y = random_data(300, features=20)  # batches of 64: 4 full and one of 44
@@ -122,7 +123,10 @@ def test_validation_split_takes_the_last_fraction_before_shuffling():
 def test_fit_is_deterministic_and_reshuffles_each_epoch():
     x, y = random_data(256)
     params = model.init_mlp(jax.random.key(0), (784, 8, 10))
-    run = lambda key: train.fit(params, x, y, epochs=2, batch_size=64, key=key)[0].params
+
+    def run(key):
+        return train.fit(params, x, y, epochs=2, batch_size=64, key=key)[0].params
+
     same_a, same_b, other = run(jax.random.key(1)), run(jax.random.key(1)), run(jax.random.key(2))
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(same_a), jax.tree.leaves(same_b)))
     assert not np.allclose(same_a[0]["w"], other[0]["w"])
@@ -167,8 +171,16 @@ def test_epoch_callback_and_verbose_line(capsys):
     x, y = random_data(100)
     seen = []
     params = model.init_mlp(jax.random.key(0), (784, 8, 10))
-    _, history = train.fit(params, x, y, epochs=2, batch_size=32, validation_split=0.2, verbose=True,
-                           on_epoch_end=lambda epoch, logs, state: seen.append((epoch, sorted(logs))))
+    _, history = train.fit(
+        params,
+        x,
+        y,
+        epochs=2,
+        batch_size=32,
+        validation_split=0.2,
+        verbose=True,
+        on_epoch_end=lambda epoch, logs, state: seen.append((epoch, sorted(logs))),
+    )
     assert seen == [(e, ["accuracy", "loss", "seconds", "val_accuracy", "val_loss"]) for e in (1, 2)]
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("Epoch 1/2 - ") and " - loss: " in lines[0] and " - val_accuracy: " in lines[0]
