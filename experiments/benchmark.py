@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmlp
-from jaxmlp import checkpoint, cli, data, model, optim, train
+from jaxmlp import cli, data, files, model, optim, train
 
 SEED_SCRIPT = Path(__file__).with_name("mnist_seed.py")
 
@@ -305,7 +305,7 @@ def main(argv=None) -> None:
     if jax.default_backend() != "cpu" and "precision" not in args.skip:
         result["precision"] = precision_runs(x, y_train, x_test, y_test, params, args.batch_size)
     del state
-    checkpoint.write_json(out / "benchmark.json", result)
+    files.write_json(out / "benchmark.json", result)
     print(table(result))
 
 

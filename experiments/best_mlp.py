@@ -26,7 +26,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxmlp import checkpoint, cli, model, optim, plot, population, schedules, train
+from jaxmlp import checkpoint, cli, files, model, optim, plot, population, schedules, train
 from jaxmlp.regularize import Regularization
 
 VALIDATION = 10_000  # the classic 50,000 / 10,000 split of MNIST's training set
@@ -59,7 +59,7 @@ def main(argv=None) -> None:
         population.init_population(jax.random.split(init_key, len(grid))),
         x_train[:-validation],
         y_train[:-validation],
-        optimizer=optim.adam,
+        optimizer_factory=optim.adam,
         hyperparams={"learning_rate": [lr for lr, _, _ in grid]},
         regularization=Regularization(
             dropout=[rate for _, rate, _ in grid],
@@ -106,7 +106,7 @@ def main(argv=None) -> None:
         out / "search.png",
     )
     checkpoint.save_pytree(out / "params.npz", state.params)
-    checkpoint.write_json(
+    files.write_json(
         out / "summary.json",
         {
             "test_accuracy": test["accuracy"],

@@ -22,7 +22,7 @@ from pathlib import Path
 import jax
 
 import jaxmlp
-from jaxmlp import checkpoint, cli, data, optim, plot, train
+from jaxmlp import cli, data, files, optim, plot, train
 
 GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
 
@@ -90,7 +90,7 @@ def main(argv=None) -> None:
         )
         print(f"{name}: lr {best:g} -> test_accuracy {test['accuracy']:.4f} ({seconds:.1f} s)", flush=True)
 
-    checkpoint.write_json(out / "compare.json", {"config": vars(args), "results": results, **cli.environment()})
+    files.write_json(out / "compare.json", {"config": vars(args), "results": results, **cli.environment()})
     plot.plot_comparison({r["optimizer"]: r["history"] for r in results}, out / "compare.png")
     print(markdown_table(results))
 

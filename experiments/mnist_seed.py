@@ -29,10 +29,7 @@ import jax
 import numpy as np
 
 import jaxmlp
-from jaxmlp import checkpoint, cli, data, optim, parallel, plot, train
-
-# The flags that make a run what it is: a checkpoint is resumed only by a run that agrees on all of them.
-RUN_IDENTITY = ("dataset", "optimizer", "lr", "batch_size", "validation_split", "seed", "hidden")
+from jaxmlp import checkpoint, cli, data, files, optim, parallel, plot
 
 
 def parse_args(argv):
@@ -70,7 +67,8 @@ def main(argv=None) -> None:
         "lr": args.lr if args.lr is not None else optim.default_learning_rate(args.optimizer),
     }
     if main_process:
-        checkpoint.write_json(out / "config.json", config)
+        files.remove_stale_temporaries(out)
+        files.write_json(out / "config.json", config)
         if args.fresh:
             shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
@@ -84,46 +82,37 @@ def main(argv=None) -> None:
     train_images = train_images.reshape(len(train_images), 28 * 28)
     train_labels = jaxmlp.to_categorical(train_labels)
 
-    # 4. fit, on every visible device. After each epoch a checkpoint (state, PRNG key,
-    #    metrics) is written, then metrics.jsonl; the same command resumes after a crash.
-    identity = {name: config[name] for name in RUN_IDENTITY}
-    state = train.init_train_state(params, optimizer, shuffle_key)
-    initial_epoch, records = 0, []
-    restored = checkpoint.restore(out / "checkpoints", state, identity)
-    if restored:
-        state, initial_epoch, records = restored
-        if initial_epoch > args.epochs:
-            raise ValueError(
-                f"{out}/checkpoints are at epoch {initial_epoch}, past --epochs {args.epochs}; "
-                "pass --fresh to start over"
-            )
-        report(f"resuming after epoch {initial_epoch} from {out}/checkpoints")
-    if main_process:
-        checkpoint.write_jsonl(out / "metrics.jsonl", records)  # each epoch exactly once, also after a resume
+    # 4. fit, on every visible device. After each epoch fit writes a checkpoint (state,
+    #    PRNG key, metrics) and we write metrics.jsonl; the same command resumes after a crash.
+    records = checkpoint.saved_records(out / "checkpoints")  # the epochs an earlier run finished
+    resumed_after = len(records)
 
     def log_epoch(epoch, logs, state):
         records.append({"epoch": epoch, **logs})
         if main_process:
-            checkpoint.save_checkpoint(out / "checkpoints", state, epoch, records, identity)
-            checkpoint.write_jsonl(out / "metrics.jsonl", records)
+            files.write_jsonl(out / "metrics.jsonl", records)
 
     start = time.perf_counter()
-    state, history = jaxmlp.fit(
-        state,
-        train_images,
-        train_labels,
-        optimizer=optimizer,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        validation_split=args.validation_split,
-        initial_epoch=initial_epoch,
-        on_epoch_end=log_epoch,
-        verbose=main_process,
-    )
+    try:
+        state, history = jaxmlp.fit(
+            params,
+            train_images,
+            train_labels,
+            optimizer=optimizer,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            validation_split=args.validation_split,
+            key=shuffle_key,
+            on_epoch_end=log_epoch,
+            verbose=main_process,
+            checkpoint_dir=out / "checkpoints",
+        )
+    except checkpoint.ConfigurationMismatch as err:
+        raise ValueError(f"{err}; start over with --fresh, or choose another --out") from None
     fit_seconds = time.perf_counter() - start
-    metrics = (
-        {name: [r[name] for r in records] for name in records[0] if name not in ("epoch", "seconds")} if records else {}
-    )
+    if main_process:
+        files.write_jsonl(out / "metrics.jsonl", records)  # each epoch exactly once, also after a resume
+    metrics = history.metrics
 
     # 5. evaluate on all 10,000 test images; 6. plot; 7. predict the first ten.
     test = jaxmlp.evaluate(state.params, test_images, test_labels)
@@ -144,7 +133,7 @@ def main(argv=None) -> None:
         "test_loss": test["loss"],
         "test_accuracy": test["accuracy"],
         "epochs": args.epochs,
-        "resumed_after_epoch": initial_epoch,
+        "resumed_after_epoch": resumed_after,
         "fit_seconds": fit_seconds,
         "compile_seconds": history.compile_seconds,
         "epoch_seconds_median": float(np.median(history.seconds)) if history.seconds else None,
@@ -154,7 +143,7 @@ def main(argv=None) -> None:
         "peak_rss_mb": cli.peak_rss_mb(),
         **cli.environment(),
     }
-    checkpoint.write_json(out / "summary.json", summary)
+    files.write_json(out / "summary.json", summary)
     report(f"wrote {out}/: config.json metrics.jsonl summary.json history.png predictions.png params.npz")
 
 

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp import checkpoint, cli, optim, plot
+from jaxmlp import cli, files, optim, plot
 from jaxmlp.hyperparams import inject_hyperparams
 
 GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
@@ -125,7 +125,7 @@ def main(argv=None) -> None:
         },
         out / "loss.png",
     )
-    checkpoint.write_json(out / "paths.json", {"steps": args.steps, "results": results})
+    files.write_json(out / "paths.json", {"steps": args.steps, "results": results})
     print(f"wrote {out}/paths.png, loss.png and paths.json")
 
 

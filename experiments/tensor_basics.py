@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp import checkpoint, cli, data
+from jaxmlp import cli, data, files
 
 
 def describe(name: str, tensor) -> str:
@@ -131,7 +131,7 @@ def main(argv=None) -> None:
         f"{weights.shape} -> {weights.T.shape}"
     )
 
-    checkpoint.write_json(Path(args.out) / "timings.json", {**timings, **cli.environment()})
+    files.write_json(Path(args.out) / "timings.json", {**timings, **cli.environment()})
     print(f"\nwrote {args.out}/timings.json")
 
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp import checkpoint, cli, data, model, optim, plot, train
+from jaxmlp import cli, data, files, model, optim, plot, train
 
 
 def parse_args(argv):
@@ -84,7 +84,7 @@ def main(argv=None) -> None:
     print(f"jaxmlp.optim.sgd({args.lr}) on the same batches: the same parameters (largest difference {difference:.1e})")
 
     out = Path(args.out)
-    checkpoint.write_json(
+    files.write_json(
         out / "loop.json",
         {
             "losses": losses,

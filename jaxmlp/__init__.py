@@ -1,16 +1,18 @@
 """jaxmlp: the Keras MNIST example (784 -> 512 relu -> 10 softmax, RMSProp) in functional JAX."""
 
-from jaxmlp import hyperparams, optim, parallel, population, regularize, schedules
+from jaxmlp import checkpoint, files, hyperparams, loop, optim, parallel, population, regularize, schedules
 from jaxmlp.checkpoint import load_pytree, save_pytree
 from jaxmlp.data import load_dataset, load_mnist, to_categorical
+from jaxmlp.loop import Diverged, History
 from jaxmlp.model import accuracy, apply, count_params, cross_entropy, init_mlp, loss, summary
 from jaxmlp.optim import GradientTransformation, adagrad, adam, apply_updates, rmsprop, sgd
 from jaxmlp.plot import plot_history
-from jaxmlp.train import History, TrainState, evaluate, fit, predict, predict_classes, train_epoch, train_step
+from jaxmlp.train import TrainState, evaluate, fit, predict, predict_classes, train_epoch, train_step
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Diverged",
     "GradientTransformation",
     "History",
     "TrainState",
@@ -19,15 +21,18 @@ __all__ = [
     "adam",
     "apply",
     "apply_updates",
+    "checkpoint",
     "count_params",
     "cross_entropy",
     "evaluate",
+    "files",
     "fit",
     "hyperparams",
     "init_mlp",
     "load_dataset",
     "load_mnist",
     "load_pytree",
+    "loop",
     "loss",
     "optim",
     "parallel",

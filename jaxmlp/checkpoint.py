@@ -1,47 +1,26 @@
-"""Files that are never half-written: atomic writes, and pytrees saved as named arrays.
+"""Pytrees saved as named arrays, and the training checkpoints `fit` and `fit_population` resume from.
 
-Every write goes to a temporary file in the destination's folder, is flushed to
-disk, and is then renamed over the destination (`os.replace`, atomic on POSIX and
-Windows), so a crash leaves either the old file or the new one, never a mixture.
+A pytree is saved as an .npz with one array per leaf, named by its path ("params/0/w"),
+through `files.atomic_write`. A training checkpoint is such a file per finished epoch,
+`epoch-00003.npz`, holding the training state (parameters, optimizer state, PRNG keys),
+and beside the arrays a JSON document: the epoch, the per-epoch records so far, and
+the identity of the configuration that wrote it. A folder of checkpoints holds
+nothing else; `restore` refuses a folder with other files in it, a checkpoint it
+cannot read, and one of another configuration, naming the file and the difference,
+and never deletes or overwrites anything while refusing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import jax
 import numpy as np
 
-
-def atomic_write(path, write, mode: str = "wb") -> Path:
-    """Call `write(file)` on a temporary file, then rename it to `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(handle, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes files private; these are ordinary outputs
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
-
-
-def write_json(path, obj) -> Path:
-    return atomic_write(path, lambda f: json.dump(obj, f, indent=2), mode="w")
-
-
-def write_jsonl(path, records) -> Path:
-    """One JSON object per line; the whole file is rewritten, so each record appears once."""
-    return atomic_write(path, lambda f: f.writelines(json.dumps(r) + "\n" for r in records), mode="w")
+from jaxmlp import files
 
 
 def leaf_names(tree) -> list[str]:
@@ -81,7 +60,7 @@ def save_pytree(path, tree, meta: dict | None = None) -> Path:
     arrays = dict(zip(names, (_host(leaf) for leaf in jax.tree.leaves(tree))))
     if meta is not None:
         arrays[META] = np.array(json.dumps(meta))
-    return atomic_write(path, lambda f: np.savez(f, **arrays))
+    return files.atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _open(path):
@@ -124,46 +103,98 @@ def load_pytree(path, like):
 
 # --------------------------------------------------------------------------- training checkpoints
 
+CHECKPOINT_PATTERN = "epoch-*.npz"  # zero-padded epochs, so names sort in order
+
+
+class ConfigurationMismatch(ValueError):
+    """A checkpoint folder belongs to another configuration; the message names the differences."""
+
 
 def checkpoint_path(folder, epoch: int) -> Path:
     return Path(folder) / f"epoch-{epoch:05d}.npz"
 
 
 def save_checkpoint(folder, state, epoch: int, records: list[dict], identity: dict, keep: int = 2) -> Path:
-    """Everything needed to resume after `epoch`: the state (parameters, optimizer state, PRNG key),
+    """Everything needed to resume after `epoch`: the state (parameters, optimizer state, PRNG keys),
     the per-epoch records so far, and the configuration they belong to. Keeps the newest `keep`."""
     path = save_pytree(
         checkpoint_path(folder, epoch), state, meta={"epoch": epoch, "records": records, "identity": identity}
     )
-    for old in sorted(Path(folder).glob("epoch-*.npz"))[:-keep]:
+    for old in sorted(Path(folder).glob(CHECKPOINT_PATTERN))[:-keep]:
         old.unlink()
     return path
 
 
 def latest_checkpoint(folder) -> Path | None:
-    paths = sorted(Path(folder).glob("epoch-*.npz"))  # zero-padded epochs sort in order
+    """The newest checkpoint in `folder`, or None; refuses a folder that holds anything but checkpoints."""
+    folder = Path(folder)
+    if not folder.exists():
+        return None
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is a file, not a folder of checkpoints; give a folder (it is created if missing)")
+    foreign = sorted(p.name for p in folder.iterdir() if not (p.match(CHECKPOINT_PATTERN) or files.is_temporary(p)))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ValueError(
+            f"{folder} holds files that are not jaxmlp checkpoints ({shown}); "
+            "give an empty folder, or one that only checkpoints were written to"
+        )
+    paths = sorted(folder.glob(CHECKPOINT_PATTERN))
     return paths[-1] if paths else None
+
+
+def saved_records(folder) -> list[dict]:
+    """The per-epoch records of the newest checkpoint in `folder`; [] when there is none."""
+    path = latest_checkpoint(folder)
+    return read_meta(path).get("records", []) if path else []
 
 
 def restore(folder, like, identity: dict):
     """(state, epoch, records) from the newest checkpoint in `folder`, or None if there is none.
 
-    Raises ValueError if the checkpoint belongs to another configuration (`identity`
-    differs) or does not fit `like` (tree structure, shapes, dtypes).
+    Raises ConfigurationMismatch (a ValueError) if the checkpoint belongs to another
+    configuration (`identity` differs), and ValueError if the folder holds other files,
+    or the checkpoint cannot be read or does not fit `like` (tree structure, shapes, dtypes).
     """
     path = latest_checkpoint(folder)
     if path is None:
         return None
     meta = read_meta(path)
-    stored = meta.get("identity", {})
-    if stored != identity:
-        differences = ", ".join(
-            f"{key}: {stored.get(key)!r} there, {value!r} now"
-            for key, value in identity.items()
-            if stored.get(key) != value
-        )
-        raise ValueError(
-            f"{folder} holds checkpoints of another configuration ({differences}); "
-            "start over with --fresh, or choose another --out"
-        )
+    if "identity" not in meta or "epoch" not in meta:
+        raise ValueError(f"{path}: holds no training identity; it was not written as a jaxmlp training checkpoint")
+    differences = describe_differences(meta["identity"], identity)
+    if differences:
+        raise ConfigurationMismatch(f"{path} belongs to another configuration ({differences})")
     return load_pytree(path, like), meta["epoch"], meta["records"]
+
+
+def describe_differences(stored: dict, current: dict) -> str:
+    """Every entry where two identities disagree, as "name: A there, B now; ..." ("" when they agree)."""
+    names = list(current) + [name for name in stored if name not in current]
+    differing = [name for name in names if stored.get(name) != current.get(name)]
+    return "; ".join(_difference(name, stored.get(name), current.get(name)) for name in differing)
+
+
+def _difference(name: str, there, now) -> str:
+    """Digests (`fingerprint`) are not worth printing: those entries just say "name differs"."""
+    if all(isinstance(value, str) and value.startswith(DIGEST) for value in (there, now)):
+        return f"{name} differs"
+    return f"{name}: {_short(there)} there, {_short(now)} now"
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+DIGEST = "blake2b:"
+
+
+def fingerprint(tree) -> str:
+    """A short digest of a pytree's leaves: their shapes, dtypes and bytes ("blake2b:1f3a...")."""
+    digest = hashlib.blake2b(digest_size=8)
+    for leaf in jax.tree.leaves(tree):
+        array = np.ascontiguousarray(_host(leaf))
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return DIGEST + digest.hexdigest()

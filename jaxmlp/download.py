@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import os
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import NamedTuple
+
+from jaxmlp import files
 
 
 class Remote(NamedTuple):
@@ -101,10 +101,11 @@ def download(urls, destination, sha256: str, *, progress=True, timeout=30.0, att
 
 
 def _download_once(url: str, destination: Path, sha256: str, progress: bool, timeout: float) -> None:
-    digest, received = hashlib.sha256(), 0
-    handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=destination.name + ".", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+    """Stream `url` into `destination` through `files.atomic_write`: renamed into place only once verified."""
+
+    def stream(out) -> None:
+        digest, received = hashlib.sha256(), 0
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0)
             while block := response.read(1 << 16):
                 out.write(block)
@@ -112,18 +113,14 @@ def _download_once(url: str, destination: Path, sha256: str, progress: bool, tim
                 received += len(block)
                 if progress:
                     _show_progress(destination.name, received, total)
-            out.flush()
-            os.fsync(out.fileno())
         if progress:
             print(file=sys.stderr)
         if total and received != total:
             raise ValueError(f"truncated: got {received} of {total} bytes")
         if digest.hexdigest() != sha256:
             raise ValueError(f"checksum mismatch: sha256 {digest.hexdigest()}, expected {sha256}")
-        os.replace(temporary, destination)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+
+    files.atomic_write(destination, stream)
 
 
 def _show_progress(name: str, received: int, total: int) -> None:

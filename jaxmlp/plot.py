@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmlp.checkpoint import atomic_write
+from jaxmlp.files import atomic_write
 
 
 def _pyplot():
@@ -122,15 +122,20 @@ def plot_losses(problems: dict, path) -> Path:
 
 
 def plot_sweep(runs: list[dict], path) -> Path:
-    """Validation and test accuracy against learning rate, one line per optimizer (mean over seeds, dots per seed)."""
+    """Validation and test accuracy against learning rate, one line per optimizer (mean over seeds, dots per seed).
+
+    Diverged runs (accuracy None) have no point; the legend counts them.
+    """
     plt = _pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, metric in zip(axes, ("val_accuracy", "test_accuracy")):
         for optimizer in dict.fromkeys(r["optimizer"] for r in runs):
-            mine = [r for r in runs if r["optimizer"] == optimizer]
+            mine = [r for r in runs if r["optimizer"] == optimizer and r[metric] is not None]
+            diverged = sum(r["optimizer"] == optimizer for r in runs) - len(mine)
             rates = sorted({r["learning_rate"] for r in mine})
             means = [np.mean([r[metric] for r in mine if r["learning_rate"] == lr]) for lr in rates]
-            (line,) = ax.plot(rates, means, "-", label=optimizer)
+            label = optimizer + (f" ({diverged} diverged)" if diverged else "")
+            (line,) = ax.plot(rates, means, "-", label=label)
             ax.plot(
                 [r["learning_rate"] for r in mine], [r[metric] for r in mine], "o", color=line.get_color(), alpha=0.6
             )

@@ -1,16 +1,24 @@
-"""Population training: K models in one compiled program, with `jax.vmap`.
+"""Population training: K models in one compiled program, with `jax.vmap`, spread over every device.
 
     params = init_population(jax.random.split(jax.random.key(0), 8))  # 8 initialisations, stacked
     states, histories = fit_population(
-        params, x, y, optimizer=optim.rmsprop,
+        params, x, y, optimizer_factory=optim.rmsprop,
         hyperparams={"learning_rate": [1e-4, 3e-4, 1e-3, 3e-3] * 2},  # one value per member
-        epochs=5, batch_size=128, validation_split=0.2)
+        epochs=5, batch_size=128, validation_split=0.2, verbose=True, checkpoint_dir="runs/grid")
 
 Every member has its own parameters, optimizer state and shuffling key; they share
 the data. The hyperparameters that differ are data (`hyperparams.inject_hyperparams`),
 so the whole grid is one program, compiled once per optimizer family, and each
 step multiplies K batches by K weight matrices at once. A member trains exactly as
 `fit` would train it alone with the same key (the tests check it).
+
+`fit_population` runs the same host loop as `fit` (`loop.py`): progress lines,
+on_epoch_end, checkpoints and resume. Where `fit` raises `Diverged`, a population
+flags the member instead: its state stays the last finite one (a `where` inside
+the compiled epoch), its History ends with `diverged_at_epoch`, and the other
+members are untouched, since members never exchange a number. On several devices
+the members are split over them (`parallel.population_mesh`): K/D per device, no
+communication between members.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp import inputs, model, regularize, train
+from jaxmlp import inputs, loop, model, parallel, regularize, train
 from jaxmlp.hyperparams import inject_hyperparams
 
 
@@ -99,11 +107,35 @@ def stack_regularization(regularization, size: int):
     return regularize.Regularization(**fields)
 
 
-@partial(jax.jit, static_argnames=("optimizer", "batch_size"), donate_argnums=0)
-def population_epoch(states: train.TrainState, x, y, regularization=None, *, optimizer, batch_size: int):
-    """`train.train_epoch` for every member at once; returns (states, sums (K, 2))."""
-    epoch = partial(train.train_epoch, optimizer=optimizer, batch_size=batch_size)
-    return jax.vmap(epoch, in_axes=(0, None, None, 0))(states, x, y, regularization)
+def member(tree, i):
+    """Member i of a stacked population pytree (every leaf indexed on its leading axis; i may be a slice)."""
+    return jax.tree.map(lambda leaf: leaf[i], tree)
+
+
+@partial(jax.jit, static_argnames=("optimizer", "batch_size", "mesh"), donate_argnums=0)
+def population_epoch(
+    states: train.TrainState,
+    active,
+    x,
+    y,
+    validation=None,
+    regularization=None,
+    *,
+    optimizer,
+    batch_size: int,
+    mesh=None,
+):
+    """`train.guarded_epoch` for every member at once.
+
+    states, active (K,), regularization: stacked along the members; x, y, validation: shared.
+    On a ("population", "batch") mesh, vmap's spmd_axis_name ties the member axis to
+    the population axis, so that a member's batch split (if any) stays within its devices.
+    Returns (states, sums (K, 2), val_sums (K, 2) or None, finite (K,)).
+    """
+    epoch = partial(train.guarded_epoch, optimizer=optimizer, batch_size=batch_size, mesh=mesh)
+    spmd_axis_name = None if mesh is None else parallel.POPULATION_AXIS
+    members = jax.vmap(epoch, in_axes=(0, 0, None, None, None, 0), spmd_axis_name=spmd_axis_name)
+    return members(states, active, x, y, validation, regularization)
 
 
 @partial(jax.jit, static_argnames=("batch_size",))
@@ -113,10 +145,13 @@ def population_evaluation(params, x, y, *, batch_size: int):
 
 
 def evaluate_population(params, x, y, *, batch_size: int = train.EVAL_BATCH_SIZE) -> list[dict[str, float]]:
-    """`train.evaluate` for each member: a list of {"loss", "accuracy"}."""
-    x, y = inputs.prepare_examples(x, y, jax.tree.map(lambda leaf: leaf[0], params), "evaluation data")
-    sums = np.asarray(population_evaluation(params, x, y, batch_size=batch_size), np.float64)
-    return [{"loss": float(loss / len(x)), "accuracy": float(correct / len(x))} for loss, correct in sums]
+    """`train.evaluate` for each member: a list of {"loss", "accuracy"}. Works on members spread over devices."""
+    inputs.check_count("batch_size", batch_size)
+    x, y = inputs.prepare_examples(x, y, member(params, 0), "evaluation data")
+    x, y = parallel.replicate((x, y), parallel.mesh_of(params))
+    sums = parallel.to_host(population_evaluation(params, x, y, batch_size=batch_size))
+    found = loop.means(sums, len(x))
+    return [{name: float(values[i]) for name, values in found.items()} for i in range(len(sums))]
 
 
 def fit_population(
@@ -124,7 +159,7 @@ def fit_population(
     x,
     y,
     *,
-    optimizer,
+    optimizer_factory,
     hyperparams: dict,
     epochs: int = 1,
     batch_size: int = 32,
@@ -133,12 +168,18 @@ def fit_population(
     keys: jax.Array | None = None,
     regularization: regularize.Regularization | None = None,
     schedule=None,
-) -> tuple[train.TrainState, list[train.History]]:
+    on_epoch_end=None,
+    verbose: bool = False,
+    devices=None,
+    checkpoint_dir=None,
+) -> tuple[train.TrainState, list[loop.History]]:
     """Train a stacked population as `train.fit` trains one model; one History per member.
 
     Args:
       params: stacked parameters (`init_population`), K members.
-      optimizer: an optimizer *factory* of `jaxmlp.optim` (e.g. `optim.rmsprop`).
+      optimizer_factory: a function that builds an optimizer from its hyperparameters,
+        such as `optim.rmsprop` (not `optim.rmsprop()`): the population calls it with
+        each member's values, as data.
       hyperparams: {argument name: K values}, e.g. {"learning_rate": [...]}; the
         factory's other arguments keep their defaults.
       keys: one shuffling key per member, shape (K,); default split from `jax.random.key(0)`.
@@ -148,41 +189,73 @@ def fit_population(
       schedule: a function of the step count multiplying every member's learning
         rate, e.g. `schedules.cosine_decay(1.0, total_steps)`: member i then follows
         learning_rate[i] * schedule(step).
-      The rest as in `train.fit`. Every member's History shares the epoch timings.
+      on_epoch_end: on_epoch_end(epoch, logs, states), logs holding one value per
+        member for each metric (None for a diverged member), and "seconds".
+      verbose: one line per epoch: the best, median and worst member, and how many diverged.
+      devices: default every device of every process; the members are split over them.
+      checkpoint_dir: as in `fit`; the checkpoint holds every member, and also
+        refuses another population size or hyperparameter grid.
+      The rest as in `train.fit`. Every member's History shares the epoch timings;
+      a member whose loss went NaN or infinite stops there, keeps its last finite
+      state, and its History says when (`diverged_at_epoch`); nothing is raised.
     """
     inputs.check_count("epochs", epochs, allow_zero=True)
     inputs.check_count("batch_size", batch_size)
-    first = jax.tree.map(lambda leaf: leaf[0], params)
-    x, y = inputs.prepare_examples(x, y, first, "training data")
-    if validation_data is None and validation_split:
-        (x, y), validation_data = inputs.split_validation(x, y, validation_split)
-    if validation_data is not None:
-        x_val, y_val = inputs.prepare_examples(*validation_data, first, "validation data")
-    start = time.perf_counter()
     size = population_size(params)
     keys = jax.random.split(jax.random.key(0), size) if keys is None else keys
-    if schedule is not None:
-        optimizer = _scheduled(optimizer, schedule)
-    opt, states = init_population_state(params, optimizer, hyperparams, keys)
+    factory = optimizer_factory if schedule is None else _scheduled(optimizer_factory, schedule)
+    optimizer, states = init_population_state(params, factory, hyperparams, keys)
     regularization = stack_regularization(regularization, size)
-    x, y = jax.device_put(x), jax.device_put(y)
-    run_epoch = population_epoch.lower(states, x, y, regularization, optimizer=opt, batch_size=batch_size).compile()
-    if validation_data is not None:
-        x_val, y_val = jax.device_put(x_val), jax.device_put(y_val)
-        validate = population_evaluation.lower(states.params, x_val, y_val, batch_size=train.EVAL_BATCH_SIZE).compile()
+    first = member(states, 0)
+    x, y, validation = train.training_data(x, y, first.params, validation_split, validation_data, regularization)
+    states, records, identity = loop.resume(
+        checkpoint_dir,
+        states,
+        epochs=epochs,
+        verbose=verbose,
+        member_state=first,
+        optimizer=optimizer,
+        data=(x, y, validation),
+        batch_size=batch_size,
+        regularization=regularization,
+        hyperparams=hyperparams,
+    )
+
+    start = time.perf_counter()
+    mesh = parallel.population_mesh(size, devices)
+    padding = parallel.padded_members(size, mesh) - size
+    states, regularization = parallel.shard_members(_pad((states, regularization), padding), mesh)
+    x, y, validation = parallel.replicate((x, y, validation), mesh)
+    all_active = parallel.shard_members(np.ones(size + padding, bool), mesh)
+    program = population_epoch.lower(
+        states, all_active, x, y, validation, regularization, optimizer=optimizer, batch_size=batch_size, mesh=mesh
+    ).compile()
     compile_seconds = time.perf_counter() - start
 
-    metrics = [dict() for _ in range(size)]
-    seconds = []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        states, sums = run_epoch(states, x, y, regularization)
-        logs = [train.means(member, len(x)) for member in np.asarray(sums)]
-        if validation_data is not None:
-            for member_logs, member in zip(logs, np.asarray(validate(states.params, x_val, y_val))):
-                member_logs.update({"val_" + k: v for k, v in train.means(member, len(x_val)).items()})
-        seconds.append(time.perf_counter() - start)
-        for member_metrics, member_logs in zip(metrics, logs):
-            for name, value in member_logs.items():
-                member_metrics.setdefault(name, []).append(value)
-    return states, [train.History(m, list(seconds), compile_seconds) for m in metrics]
+    def run_epoch(states, active):
+        active = parallel.shard_members(np.concatenate([active, np.ones(padding, bool)]), mesh)
+        states, sums, val_sums, _ = program(states, active, x, y, validation, regularization)
+        return states, sums, val_sums
+
+    states, records = loop.run_epochs(
+        run_epoch,
+        states,
+        records,
+        epochs=epochs,
+        members=size,
+        counts=loop.sample_counts(x, validation),
+        compile_seconds=compile_seconds,
+        checkpoint_dir=checkpoint_dir,
+        identity=identity,
+        unpadded=lambda states: parallel.drop_padding(states, size, mesh),
+        on_epoch_end=on_epoch_end,
+        verbose=verbose,
+    )
+    return parallel.drop_padding(states, size, mesh), loop.member_histories(records, size, compile_seconds)
+
+
+def _pad(tree, padding: int):
+    """Every leaf with `padding` copies of its last member appended: inert members that fill the last device."""
+    if not padding:
+        return tree
+    return jax.tree.map(lambda leaf: jnp.concatenate([leaf, *[leaf[-1:]] * padding]), tree)

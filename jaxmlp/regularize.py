@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 IMAGE_SIDE = 28
 
@@ -50,8 +51,9 @@ def check(regularization: Regularization) -> None:
 
 
 def distorts(regularization: Regularization) -> bool:
-    """Whether the images are to be distorted at all (known on the host)."""
-    return any(float(v) > 0 for v in (regularization.max_shift, regularization.max_rotation, regularization.max_scale))
+    """Whether the images are to be distorted at all (known on the host); fields may hold one value per member."""
+    limits = (regularization.max_shift, regularization.max_rotation, regularization.max_scale)
+    return any(bool(np.any(np.asarray(v) > 0)) for v in limits)
 
 
 def dropout(x: jax.Array, key: jax.Array, rate) -> jax.Array:

@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp import inputs, model, optim, parallel, regularize
+from jaxmlp import inputs, loop, model, optim, parallel, regularize
+from jaxmlp.loop import Diverged, History  # noqa: F401 - also train.Diverged, train.History
 
 OptState = Any
 EVAL_BATCH_SIZE = 1000  # no gradients to keep, so bigger batches are cheaper; results do not depend on it
@@ -41,22 +42,6 @@ class TrainState(NamedTuple):
     params: model.Params
     opt_state: OptState
     key: jax.Array  # PRNG key of the next epoch's shuffle
-
-
-class Diverged(ValueError):
-    """The loss became NaN or infinite. `state` is the last finite state, `history` what came before."""
-
-    def __init__(self, message: str, epoch: int, state: TrainState, history: History):
-        super().__init__(message)
-        self.epoch, self.state, self.history = epoch, state, history
-
-
-class History(NamedTuple):
-    """What `fit` reports: per-epoch metrics as Keras's `History.history`, plus timings."""
-
-    metrics: dict[str, list[float]]  # "loss", "accuracy" and, with validation, "val_loss", "val_accuracy"
-    seconds: list[float]  # wall time of each epoch, its validation included
-    compile_seconds: float  # tracing and compiling the epoch and validation programs
 
 
 def init_train_state(params: model.Params, optimizer, key: jax.Array) -> TrainState:
@@ -174,6 +159,38 @@ def evaluation_sums(params, x, y, *, batch_size: int, mesh=None):
     return totals
 
 
+def guarded_epoch(
+    state: TrainState, active, x, y, validation=None, regularization=None, *, optimizer, batch_size: int, mesh=None
+):
+    """One epoch and its validation, as one program; a state whose numbers go non-finite is not kept.
+
+        new, sums = train_epoch(state, x, y)                 # sums = [summed loss, number correct]
+        val_sums = evaluation_sums(new.params, *validation)   # None without validation
+        finite = sums, val_sums, new parameters and optimizer state all finite
+        state = new if (active and finite) else state        # jnp.where, inside the program
+
+    So a model that diverges stays at its last finite state without a second program
+    or a copy on the host, and an inactive one (a population's diverged member) stays
+    as it is. `fit` jits this; `fit_population` vmaps it over the members.
+    Returns (state, sums (2,), val_sums (2,) or None, finite (bool)).
+    """
+    new, sums = train_epoch(state, x, y, regularization, optimizer=optimizer, batch_size=batch_size, mesh=mesh)
+    val_sums = None
+    if validation is not None:
+        val_sums = evaluation_sums(new.params, *validation, batch_size=EVAL_BATCH_SIZE, mesh=mesh)
+    numbers = [sums, val_sums, *jax.tree.leaves((new.params, new.opt_state))]
+    finite = jnp.all(jnp.stack([jnp.isfinite(a).all() for a in numbers if a is not None and _is_float(a)]))
+    keep = jnp.logical_and(active, finite)
+    return jax.tree.map(lambda n, o: jnp.where(keep, n, o), new, state), sums, val_sums, finite
+
+
+def _is_float(array) -> bool:
+    return jnp.issubdtype(array.dtype, jnp.floating)
+
+
+compiled_epoch = jax.jit(guarded_epoch, static_argnames=("optimizer", "batch_size", "mesh"), donate_argnums=0)
+
+
 @partial(jax.jit, static_argnames=("batch_size",))
 def _logits(params, x, *, batch_size: int):
     dtype = jax.tree.leaves(params)[0].dtype
@@ -185,16 +202,16 @@ def _logits(params, x, *, batch_size: int):
 # --------------------------------------------------------------------------- host side
 
 
-def means(sums: jax.Array, count: int) -> dict[str, float]:
-    """[summed loss, number correct] -> {"loss", "accuracy"}, divided on the host in float64."""
-    loss_sum, correct = np.asarray(sums, np.float64)
-    return {"loss": float(loss_sum / count), "accuracy": float(correct / count)}
-
-
-def format_logs(epoch: int, epochs: int, logs: dict) -> str:
-    """Keras's verbose=2 line: `Epoch 1/5 - 0.41s - loss: 0.2573 - accuracy: 0.9254 - val_loss: ...`."""
-    metrics = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items() if k != "seconds")
-    return f"Epoch {epoch}/{epochs} - {logs['seconds']:.2f}s - {metrics}"
+def training_data(x, y, params, validation_split: float, validation_data, regularization):
+    """The checked training set and the validation set (or None), split as Keras splits: (x, y, validation)."""
+    x, y = inputs.prepare_examples(x, y, params, "training data")
+    if regularization is not None and regularize.distorts(regularization) and x.shape[1] != regularize.IMAGE_SIDE**2:
+        raise ValueError(f"distortions need 28x28 images (784 features); these have {x.shape[1]}")
+    if validation_data is None and validation_split:
+        (x, y), validation_data = inputs.split_validation(x, y, validation_split)
+    if validation_data is not None:
+        validation_data = inputs.prepare_examples(*validation_data, params, "validation data")
+    return x, y, validation_data
 
 
 def fit(
@@ -213,6 +230,7 @@ def fit(
     on_epoch_end: Callable[[int, dict, TrainState], None] | None = None,
     verbose: bool = False,
     devices=None,
+    checkpoint_dir=None,
 ) -> tuple[TrainState, History]:
     """Train like Keras's `model.fit`; returns (final TrainState, History).
 
@@ -230,14 +248,19 @@ def fit(
         `jax.random.key(0)`. Use a key other than the one that initialised the
         parameters (split one root key into two).
       initial_epoch: epochs already done, as Keras's: training runs epochs
-        initial_epoch + 1 .. epochs (to resume from a checkpoint's state).
+        initial_epoch + 1 .. epochs (to continue from a state by hand).
       regularization: dropout, label smoothing, L2 and affine distortions for training
         (`regularize.Regularization`); None, the seed's recipe, uses none.
       on_epoch_end: called as on_epoch_end(epoch, logs, state) after each epoch,
         epoch counting from 1, logs holding the metrics and "seconds".
-      verbose: print one Keras-style line per epoch.
+      verbose: print one Keras-style line per epoch (process 0 only).
       devices: the devices to train on; default every visible device, of every
         process. With more than one, each batch is split across them (see parallel.py).
+      checkpoint_dir: a folder for a checkpoint after every epoch (the newest two are
+        kept). Called again with the same arguments, fit resumes after the last
+        complete epoch there, and ends bitwise as a run never stopped (on CPU); the
+        History then covers every epoch. A folder of another configuration is refused
+        (checkpoint.ConfigurationMismatch) with the differences named.
 
     Raises:
       Diverged: the loss became NaN or infinite in some epoch; training stops there,
@@ -248,68 +271,62 @@ def fit(
     inputs.check_count("epochs", epochs, allow_zero=True)
     inputs.check_count("batch_size", batch_size)
     inputs.check_count("initial_epoch", initial_epoch, allow_zero=True)
-    if regularization is not None:
-        regularize.check(regularization)
     if isinstance(params_or_state, TrainState):
         if key is not None:
             raise ValueError("fit was given a TrainState and a key; the state carries its own shuffling key")
         state = jax.tree.map(jnp.copy, params_or_state)  # the caller's copy survives the donation
     else:
         state = init_train_state(params_or_state, optimizer, jax.random.key(0) if key is None else key)
-    x, y = inputs.prepare_examples(x, y, state.params, "training data")
-    if regularization is not None and regularize.distorts(regularization) and x.shape[1] != regularize.IMAGE_SIDE**2:
-        raise ValueError(f"distortions need 28x28 images (784 features); these have {x.shape[1]}")
-    if validation_data is None and validation_split:
-        (x, y), validation_data = inputs.split_validation(x, y, validation_split)
+    if regularization is not None:
+        regularize.check(regularization)
+    x, y, validation = training_data(x, y, state.params, validation_split, validation_data, regularization)
+    state, records, identity = loop.resume(
+        checkpoint_dir,
+        state,
+        epochs=epochs,
+        verbose=verbose,
+        member_state=state,
+        optimizer=optimizer,
+        data=(x, y, validation),
+        batch_size=batch_size,
+        regularization=regularization,
+    )
 
     start = time.perf_counter()
     mesh = parallel.data_mesh(devices)
-    state, x_train, y_train = parallel.replicate((state, x, y), mesh)
-    run_epoch = train_epoch.lower(
-        state, x_train, y_train, regularization, optimizer=optimizer, batch_size=batch_size, mesh=mesh
+    state, x, y, validation, active = parallel.replicate((state, x, y, validation, np.bool_(True)), mesh)
+    program = compiled_epoch.lower(
+        state, active, x, y, validation, regularization, optimizer=optimizer, batch_size=batch_size, mesh=mesh
     ).compile()
-    validate = None
-    if validation_data is not None:
-        x_val, y_val = inputs.prepare_examples(*validation_data, state.params, "validation data")
-        x_val, y_val = parallel.replicate((x_val, y_val), mesh)
-        validate = evaluation_sums.lower(state.params, x_val, y_val, batch_size=EVAL_BATCH_SIZE, mesh=mesh).compile()
     compile_seconds = time.perf_counter() - start
 
-    metrics: dict[str, list[float]] = {}
-    seconds = []
-    for epoch in range(initial_epoch + 1, epochs + 1):
-        start = time.perf_counter()
-        before = jax.tree.map(jnp.copy, state)  # the epoch donates `state`; this copy outlives a divergence
-        state, sums = run_epoch(state, x_train, y_train, regularization)
-        logs = means(sums, len(x_train))
-        if validate is not None:
-            logs.update({"val_" + k: v for k, v in means(validate(state.params, x_val, y_val), len(x_val)).items()})
-        seconds.append(time.perf_counter() - start)
-        if not np.isfinite(list(logs.values())).all():
-            raise Diverged(
-                f"training diverged in epoch {epoch}: the loss became {logs['loss']} "
-                f"(validation loss {logs.get('val_loss')}); the learning rate is probably too high, try a smaller "
-                f"one; {f'the state after epoch {epoch - 1}' if epoch > 1 else 'the initial state'} is the last "
-                "finite one",
-                epoch,
-                before,
-                History(metrics, seconds[:-1], compile_seconds),
-            )
-        for name, value in logs.items():
-            metrics.setdefault(name, []).append(value)
-        logs["seconds"] = seconds[-1]
-        if verbose:
-            print(format_logs(epoch, epochs, logs), flush=True)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, logs, state)
-    return state, History(metrics, seconds, compile_seconds)
+    def run_epoch(state, _active):
+        state, sums, val_sums, _ = program(state, active, x, y, validation, regularization)
+        return state, sums, val_sums
+
+    state, records = loop.run_epochs(
+        run_epoch,
+        state,
+        records,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        members=None,
+        counts=loop.sample_counts(x, validation),
+        compile_seconds=compile_seconds,
+        checkpoint_dir=checkpoint_dir,
+        identity=identity,
+        on_epoch_end=on_epoch_end,
+        verbose=verbose,
+    )
+    return state, loop.history_of(records, compile_seconds)
 
 
 def evaluate(params: model.Params, x, y, *, batch_size: int = EVAL_BATCH_SIZE) -> dict[str, float]:
     """{"loss", "accuracy"} over *every* sample of (x, y): the last batch is padded and masked, not dropped."""
     inputs.check_count("batch_size", batch_size)
     x, y = inputs.prepare_examples(x, y, params, "evaluation data")
-    return means(evaluation_sums(params, x, y, batch_size=batch_size), len(x))
+    found = loop.means(evaluation_sums(params, x, y, batch_size=batch_size), len(x))
+    return {name: float(values[0]) for name, values in found.items()}
 
 
 def predict(params: model.Params, x, *, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:

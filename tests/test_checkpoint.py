@@ -1,8 +1,6 @@
-"""jaxmlp.checkpoint: atomic writes, JSON(L) files, and pytrees saved as named arrays."""
+"""jaxmlp.checkpoint: pytrees saved as named arrays, and the folders of training checkpoints."""
 
-import json
 import re
-import stat
 from typing import NamedTuple
 
 import jax
@@ -14,71 +12,6 @@ from jaxmlp import checkpoint
 
 def files_in(folder):
     return sorted(p.name for p in folder.iterdir())
-
-
-# --------------------------------------------------------------------------- atomic_write
-
-
-@pytest.mark.parametrize("mode, content", [("wb", b"\x00\x01binary\xff"), ("w", "text, with ünïcode\n")])
-def test_atomic_write_writes_the_content_and_leaves_no_temporary(tmp_path, mode, content):
-    path = tmp_path / "sub" / "out.bin"  # parent created
-    got = checkpoint.atomic_write(path, lambda f: f.write(content), mode=mode)
-    assert got == path
-    assert (path.read_bytes() if mode == "wb" else path.read_text()) == content
-    assert files_in(path.parent) == ["out.bin"]
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not mkstemp's private 0o600
-
-
-def test_atomic_write_that_fails_keeps_the_old_file(tmp_path):
-    path = tmp_path / "history.json"
-    path.write_text("old content")
-
-    def broken(f):
-        f.write("new, half-")
-        raise RuntimeError("disk on fire")
-
-    with pytest.raises(RuntimeError, match="disk on fire"):
-        checkpoint.atomic_write(path, broken, mode="w")
-    assert path.read_text() == "old content"
-    assert files_in(tmp_path) == ["history.json"]  # temporary removed
-
-
-def test_atomic_write_that_fails_creates_nothing(tmp_path):
-    def broken(f):
-        raise ValueError("nothing to write")
-
-    with pytest.raises(ValueError, match="nothing to write"):
-        checkpoint.atomic_write(tmp_path / "new.bin", broken)
-    assert files_in(tmp_path) == []
-
-
-# --------------------------------------------------------------------------- JSON, JSON lines
-
-
-def test_write_json_round_trip_and_rewrite(tmp_path):
-    path = tmp_path / "result.json"
-    first = {"accuracy": 0.9842, "epochs": [1, 2, 3], "name": "mlp", "nested": {"ok": True, "none": None}}
-    checkpoint.write_json(path, first)
-    assert json.loads(path.read_text()) == first
-    checkpoint.write_json(path, {"accuracy": 0.5})
-    assert json.loads(path.read_text()) == {"accuracy": 0.5}
-    assert files_in(tmp_path) == ["result.json"]
-
-
-def test_write_jsonl_one_record_per_line_and_rewrite_replaces(tmp_path):
-    path = tmp_path / "history.jsonl"
-    records = [{"epoch": 1, "loss": 0.25}, {"epoch": 2, "loss": 0.125}, {"epoch": 3, "loss": 0.0625}]
-    checkpoint.write_jsonl(path, records)
-    lines = path.read_text().splitlines()
-    assert [json.loads(line) for line in lines] == records
-    assert path.read_text().endswith("\n")
-
-    checkpoint.write_jsonl(path, records[:2])  # rewritten, not appended
-    assert [json.loads(line) for line in path.read_text().splitlines()] == records[:2]
-
-    checkpoint.write_jsonl(path, iter([]))
-    assert path.read_text() == ""
-    assert files_in(tmp_path) == ["history.jsonl"]
 
 
 # --------------------------------------------------------------------------- leaf_names

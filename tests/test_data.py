@@ -7,13 +7,13 @@ real data set, and none of them may download anything.
 import gzip
 import hashlib
 import io
-import os
 import re
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import mnist_dir
 
 from jaxmlp import data, download
 
@@ -77,10 +77,6 @@ def assert_loaded_equal(loaded, arrays):
         np.testing.assert_array_equal(got, arrays[key], err_msg=key)
 
 
-def real_data_dir() -> Path:
-    return Path(os.environ.get("JAXMLP_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
-
-
 # --------------------------------------------------------------------------- the real MNIST
 
 README_SHA256 = {  # /work/shared/data/README.md: sha256 of each array's raw bytes (= keras mnist.load_data())
@@ -93,7 +89,7 @@ README_SHA256 = {  # /work/shared/data/README.md: sha256 of each array's raw byt
 
 @pytest.fixture(scope="module")
 def real_mnist():
-    folder = real_data_dir()
+    folder = mnist_dir()
     if not (folder / "mnist.npz").is_file():
         pytest.skip(f"real MNIST not found: no mnist.npz in {folder} (set JAXMLP_DATA to the folder holding it)")
     return data.load_mnist(folder)

@@ -8,8 +8,7 @@ import gzip
 
 import numpy as np
 import pytest
-from conftest import REPO, write_idx
-from test_experiments import run_in_process
+from helpers import REPO, run_in_process, write_idx
 
 SEED_SCRIPT = REPO / "experiments" / "mnist_seed.py"
 

@@ -2,15 +2,16 @@
 
 import json
 import os
-import runpy
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
-from conftest import REPO, mnist_dir, small_fashion_mnist
+from helpers import REPO, mnist_dir, run_in_process, small_fashion_mnist
 
-from jaxmlp import plot, train
+from jaxmlp import files, plot, train
 
 SEED_SCRIPT = REPO / "experiments" / "mnist_seed.py"
 COMPARE_SCRIPT = REPO / "experiments" / "compare_optimizers.py"
@@ -18,21 +19,6 @@ BENCHMARK_SCRIPT = REPO / "experiments" / "benchmark.py"
 SWEEP_SCRIPT = REPO / "experiments" / "sweep.py"
 EXPERIMENTS = REPO / "experiments"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def run_in_process(script, argv, capsys):
-    """Run a script as __main__ with these flags; returns (exit code, stdout, stderr)."""
-    saved = sys.argv
-    sys.argv = [str(script), *argv]
-    try:
-        runpy.run_path(str(script), run_name="__main__")
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    finally:
-        sys.argv = saved
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_mnist_seed_runs_end_to_end_and_writes_every_file(mnist, tmp_path):
@@ -205,7 +191,7 @@ def test_experiments_keep_a_persistent_compilation_cache_unless_it_is_off(settin
     )
     assert result.returncode == 0, result.stderr
     if setting == "folder":
-        assert any(name.startswith("jit_train_epoch") for name in os.listdir(cache))
+        assert any(name.startswith("jit_guarded_epoch") for name in os.listdir(cache))
     else:
         assert not cache.exists() and not (tmp_path / "home-cache" / "jaxmlp").exists()
 
@@ -240,34 +226,49 @@ def test_benchmark_reports_ratios_to_the_floor(mnist, tmp_path, capsys):
 
 
 def test_sweep_trains_each_family_as_one_population_and_reports_timings(mnist, tmp_path, capsys):
-    argv = [
-        "--data-dir",
-        str(mnist_dir()),
-        "--out",
-        str(tmp_path),
-        "--families",
-        "adam",
-        "--seeds",
-        "3",
-        "--epochs",
-        "1",
-        "--train-size",
-        "600",
-        "--throughput",
-        "1,2",
-    ]
+    options = ["--families", "adam", "--seeds", "3", "--lr", "1e-3,3e-3,1e30", "--epochs", "1", "--train-size", "600"]
+    argv = ["--data-dir", str(mnist_dir()), "--out", str(tmp_path), *options, "--throughput", "1,2"]
     code, out, err = run_in_process(SWEEP_SCRIPT, argv, capsys)
     assert code == 0, err
     result = json.loads((tmp_path / "sweep.json").read_text())
-    assert len(result["runs"]) == 4  # 4 learning rates x 1 seed
+    assert len(result["runs"]) == 3  # 3 learning rates x 1 seed
     assert {(r["optimizer"], r["seed"]) for r in result["runs"]} == {("adam", 3)}
-    for r in result["runs"]:
-        assert set(r) >= {"optimizer", "learning_rate", "seed", "val_accuracy", "test_accuracy"}
+    fine, _, diverged = result["runs"]
+    assert fine["diverged_at_epoch"] is None and 0 < fine["val_accuracy"] <= 1 and 0 < fine["test_accuracy"] <= 1
+    assert (diverged["learning_rate"], diverged["diverged_at_epoch"]) == (1e30, 1)
+    assert diverged["val_accuracy"] is None and diverged["val_loss"] is None and diverged["test_accuracy"] is None
+    assert "| adam | 1e+30 | 3 | diverged in epoch 1 | diverged |" in out
+    assert "diverged 1 of 3" in out  # the progress line
     timings = result["timings"]
-    assert timings["models"] == 4 and timings["population_seconds"] > 0 and timings["single_seconds"] > 0
+    assert timings["models"] == 3 and timings["population_seconds"] > 0 and timings["single_seconds"] > 0
     assert [row["models"] for row in result["throughput"]] == [1, 2]
     assert (tmp_path / "sweep.png").read_bytes()[:8] == PNG_MAGIC
     assert "populations take" in out
+
+
+def test_a_sweep_killed_and_run_again_ends_with_the_same_results(mnist, tmp_path, capsys):
+    options = ["--data-dir", str(mnist_dir()), "--families", "rmsprop,adam", "--lr", "1e-3,1e30", "--seeds", "0"]
+    options += ["--epochs", "2", "--train-size", "300", "--skip-singles"]
+    code, _, err = run_in_process(SWEEP_SCRIPT, [*options, "--out", str(tmp_path / "whole")], capsys)
+    assert code == 0, err
+    command = [sys.executable, str(SWEEP_SCRIPT), *options]
+
+    out = tmp_path / "killed"
+    victim = subprocess.Popen([*command, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoints" / "rmsprop" / "epoch-00001.npz").exists():  # the first population under way
+        assert victim.poll() is None and time.monotonic() < deadline, "the sweep ended before it could be killed"
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert not (out / "sweep.json").exists()
+
+    resumed = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch" in resumed.stdout
+    results = [json.loads((folder / "sweep.json").read_text()) for folder in (tmp_path / "whole", out)]
+    assert results[1]["runs"] == results[0]["runs"]  # every number, bitwise (CPU); the timings aside
+    assert not [p for p in out.rglob("*") if files.is_temporary(p)]
 
 
 def test_tensor_basics_checks_loops_against_jax_numpy_and_writes_timings(mnist, tmp_path, capsys):

@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import assert_trees_close, random_data
 
-from jaxmlp import model, optim, population, regularize, train
+from jaxmlp import model, regularize, train
 from jaxmlp.regularize import Regularization
 
 
@@ -96,8 +97,7 @@ def test_the_l2_gradient_is_added_to_the_loss_gradient(key):
     ],
 )
 def test_bad_regularization_is_refused(regularization, message, key):
-    rng = np.random.default_rng(0)
-    x, y = rng.integers(0, 256, (64, 784), dtype=np.uint8), rng.integers(0, 10, 64)
+    x, y = random_data(64)
     with pytest.raises(ValueError, match=message):
         train.fit(model.init_mlp(key, (784, 8, 10)), x, y, regularization=regularization)
 
@@ -111,52 +111,10 @@ def test_distortions_of_inputs_that_are_not_images_are_refused(key):
     train.fit(params, x, y, regularization=Regularization(dropout=0.2))  # the rest works on any inputs
 
 
-def test_a_population_of_regularizations_trains_each_member_as_fit_does():
-    rng = np.random.default_rng(0)
-    x, y = rng.integers(0, 256, (400, 784), dtype=np.uint8), rng.integers(0, 10, 400)
-    keys = jax.random.split(jax.random.key(3), 3)
-    params = population.init_population(jax.random.split(jax.random.key(0), 3), (784, 16, 10))
-    members = [
-        Regularization(dropout=d, label_smoothing=s, l2=1e-4, max_shift=m, max_rotation=r)
-        for d, s, m, r in [(0.0, 0.0, 0.0, 0.0), (0.3, 0.1, 1.0, 5.0), (0.5, 0.2, 2.0, 10.0)]
-    ]
-    stacked = Regularization(*[[getattr(m, name) for m in members] for name in Regularization._fields])
-    states, histories = population.fit_population(
-        params,
-        x,
-        y,
-        optimizer=optim.adam,
-        hyperparams={"learning_rate": [1e-3] * 3},
-        keys=keys,
-        epochs=2,
-        batch_size=64,
-        validation_split=0.2,
-        regularization=stacked,
-    )
-    for i, member in enumerate(members):
-        alone, history = train.fit(
-            train.init_train_state(jax.tree.map(lambda a, i=i: a[i], params), optim.adam(1e-3), keys[i]),
-            x,
-            y,
-            optimizer=optim.adam(1e-3),
-            epochs=2,
-            batch_size=64,
-            validation_split=0.2,
-            regularization=member,
-        )
-        for a, b in zip(
-            jax.tree.leaves(jax.tree.map(lambda leaf, i=i: leaf[i], states.params)), jax.tree.leaves(alone.params)
-        ):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-        assert histories[i].metrics["loss"] == pytest.approx(history.metrics["loss"], rel=1e-5)
-
-
 def test_without_regularization_training_is_bitwise_what_it_was():
     """None keeps the seed's program: no noise keys drawn, so the seed's published numbers stay reproducible."""
-    rng = np.random.default_rng(0)
-    x, y = rng.integers(0, 256, (300, 784), dtype=np.uint8), rng.integers(0, 10, 300)
+    x, y = random_data(300)
     params = model.init_mlp(jax.random.key(0), (784, 8, 10))
     plain, _ = train.fit(params, x, y, epochs=2, batch_size=64, key=jax.random.key(1))
     zero, _ = train.fit(params, x, y, epochs=2, batch_size=64, key=jax.random.key(1), regularization=Regularization())
-    for a, b in zip(jax.tree.leaves(plain.params), jax.tree.leaves(zero.params)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # all-zero regularization: the same maths
+    assert_trees_close(plain.params, zero.params, rtol=1e-5, atol=1e-6)  # all-zero regularization: the same maths

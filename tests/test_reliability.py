@@ -11,17 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO, mnist_dir, small_fashion_mnist
-from test_experiments import run_in_process
+from helpers import REPO, assert_trees_equal, mnist_dir, random_data, read_npz, run_in_process, small_fashion_mnist
 
-from jaxmlp import checkpoint, model, optim, train
+from jaxmlp import checkpoint, files, model, optim, train
 
 SEED_SCRIPT = REPO / "experiments" / "mnist_seed.py"
-
-
-def random_data(n, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (n, 784), dtype=np.uint8), rng.integers(0, 10, n)
 
 
 def poisoned(optimizer, after_steps: int):
@@ -53,8 +47,7 @@ def test_fit_stops_at_the_diverging_epoch_and_hands_back_the_last_finite_state()
     assert info.value.epoch == 3 and len(info.value.history.metrics["loss"]) == 2
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(info.value.state.params))
     finite, _ = train.fit(params, x, y, optimizer=poisoned(optim.sgd(0.01), after_steps=12), epochs=2, batch_size=64)
-    for a, b in zip(jax.tree.leaves(info.value.state.params), jax.tree.leaves(finite.params)):
-        np.testing.assert_array_equal(a, b)  # exactly the state after epoch 2
+    assert_trees_equal(info.value.state.params, finite.params)  # exactly the state after epoch 2
 
 
 def test_a_diverging_run_exits_with_one_line_and_keeps_its_last_finite_checkpoint(tmp_path, capsys, monkeypatch):
@@ -124,11 +117,26 @@ def test_a_run_killed_mid_epoch_resumes_and_ends_bitwise_as_an_uninterrupted_one
     resumed = subprocess.run(run_seed(out), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming after epoch 2" in resumed.stdout or "resuming after epoch 3" in resumed.stdout
-    with np.load(tmp_path / "whole" / "params.npz") as a, np.load(out / "params.npz") as b:
-        assert all(np.array_equal(a[name], b[name]) for name in a.files)  # bitwise, on CPU
+    assert_trees_equal(read_npz(out / "params.npz"), read_npz(tmp_path / "whole" / "params.npz"))  # bitwise, on CPU
     assert without_seconds(out / "metrics.jsonl") == without_seconds(tmp_path / "whole" / "metrics.jsonl")
     assert [r["epoch"] for r in without_seconds(out / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
-    assert not [p for p in out.rglob("*") if p.name.endswith((".tmp", ".part"))]  # no half-written files
+    assert not [p for p in out.rglob("*") if files.is_temporary(p)]  # what the kill left half-written is gone
+
+
+def test_a_run_removes_the_temporaries_a_killed_run_left_and_nothing_else(tmp_path, capsys):
+    data_dir = small_fashion_mnist(tmp_path / "data")
+    out = tmp_path / "out"
+    (out / "checkpoints").mkdir(parents=True)
+    stale = [out / "metrics.jsonl.a1b2c3.jaxmlp-tmp", out / "checkpoints" / "epoch-00002.npz.d4e5f6.jaxmlp-tmp"]
+    kept = [out / "notes.tmp", out / "metrics.jsonl.part", out / "sub" / "x.jaxmlp-tmp"]
+    (out / "sub").mkdir()
+    for path in stale + kept:
+        path.write_bytes(b"half-written by a killed run")
+    argv = ["--dataset", "fashion_mnist", "--data-dir", str(data_dir), "--out", str(out), "--epochs", "1"]
+    code, _, err = run_in_process(SEED_SCRIPT, [*argv, "--hidden", "8", "--batch-size", "50"], capsys)
+    assert code == 0, err
+    assert not any(path.exists() for path in stale)
+    assert all(path.read_bytes() == b"half-written by a killed run" for path in kept)  # not ours: untouched
 
 
 def test_a_checkpoint_of_another_configuration_is_refused_and_fresh_starts_over(tmp_path, capsys):
@@ -147,16 +155,16 @@ def test_a_checkpoint_of_another_configuration_is_refused_and_fresh_starts_over(
     ]
     assert run_in_process(SEED_SCRIPT, [*common, "--hidden", "8"], capsys)[0] == 0
     code, _, err = run_in_process(SEED_SCRIPT, [*common, "--hidden", "16"], capsys)
-    assert code == 1 and "holds checkpoints of another configuration (hidden: 8 there, 16 now)" in err
-    assert "--fresh" in err
+    expected = 'epoch-00002.npz belongs to another configuration (model: "784-8-10 float32" there, "784-16-10 float32"'
+    assert code == 1 and expected in err
+    assert "start over with --fresh" in err
     code, out, err = run_in_process(SEED_SCRIPT, [*common, "--hidden", "16", "--fresh"], capsys)
     assert code == 0, err
     assert "resuming" not in out
-    assert (
-        checkpoint.read_meta(checkpoint.latest_checkpoint(tmp_path / "out" / "checkpoints"))["identity"]["hidden"] == 16
-    )
+    identity = checkpoint.read_meta(checkpoint.latest_checkpoint(tmp_path / "out" / "checkpoints"))["identity"]
+    assert identity["model"] == "784-16-10 float32"
     code, _, err = run_in_process(SEED_SCRIPT, [*common[:-1], "1", "--hidden", "16"], capsys)
-    assert code == 1 and "past --epochs 1" in err
+    assert code == 1 and "is after epoch 2, past epochs=1" in err
 
 
 def test_a_damaged_checkpoint_is_named_in_the_error(tmp_path, capsys):
@@ -203,8 +211,7 @@ def test_the_same_seed_and_configuration_give_identical_results(tmp_path, capsys
             "7",
         ]
         assert run_in_process(SEED_SCRIPT, argv, capsys)[0] == 0
-    with np.load(tmp_path / "a" / "params.npz") as a, np.load(tmp_path / "b" / "params.npz") as b:
-        assert all(np.array_equal(a[name], b[name]) for name in a.files)
+    assert_trees_equal(read_npz(tmp_path / "a" / "params.npz"), read_npz(tmp_path / "b" / "params.npz"))
     assert without_seconds(tmp_path / "a" / "metrics.jsonl") == without_seconds(tmp_path / "b" / "metrics.jsonl")
 
 

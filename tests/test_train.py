@@ -5,14 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import assert_trees_close, assert_trees_equal, random_data
 
 from jaxmlp import inputs, model, optim, train
 from jaxmlp.data import to_categorical
-
-
-def random_data(n, features=784, classes=10, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (n, features), dtype=np.uint8), rng.integers(0, classes, n)
 
 
 def counting(optimizer):
@@ -77,8 +73,7 @@ def test_compiled_epoch_equals_a_plain_loop_over_real_rows(optimizer):
         order = np.asarray(jax.random.permutation(jax.random.split(jax.random.key(7))[1], 300))  # the epoch's shuffle
         new_state, sums = train.train_epoch(state, jnp.asarray(x), jnp.asarray(y), optimizer=optimizer, batch_size=64)
         expected, loss, accuracy = reference_epoch(params, optimizer.init(params), optimizer, x, y, order, 64)
-        for a, e in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(expected)):
-            np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+        assert_trees_close(new_state.params, expected, rtol=1e-10, atol=1e-12)
         assert float(sums[0]) / 300 == pytest.approx(loss, rel=1e-10)
         assert float(sums[1]) / 300 == accuracy
         next_key = jax.random.key_data(new_state.key)  # the next epoch shuffles differently
@@ -128,7 +123,7 @@ def test_fit_is_deterministic_and_reshuffles_each_epoch():
         return train.fit(params, x, y, epochs=2, batch_size=64, key=key)[0].params
 
     same_a, same_b, other = run(jax.random.key(1)), run(jax.random.key(1)), run(jax.random.key(2))
-    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(same_a), jax.tree.leaves(same_b)))
+    assert_trees_equal(same_a, same_b)
     assert not np.allclose(same_a[0]["w"], other[0]["w"])
 
 
@@ -137,8 +132,7 @@ def test_one_hot_and_integer_labels_train_alike_and_images_may_be_28x28():
     params = model.init_mlp(jax.random.key(0), (784, 8, 10))
     sparse, _ = train.fit(params, x, y, epochs=1, batch_size=50)
     dense, _ = train.fit(params, x.reshape(200, 28, 28), to_categorical(y, 10), epochs=1, batch_size=50)
-    for a, b in zip(jax.tree.leaves(sparse.params), jax.tree.leaves(dense.params)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert_trees_close(sparse.params, dense.params, rtol=1e-5, atol=1e-7)
 
 
 def test_fit_leaves_the_callers_parameters_usable():
@@ -156,15 +150,13 @@ def test_fit_accepts_any_optax_optimizer_and_continues_from_a_state():
     ours, _ = train.fit(params, x, y, optimizer=optim.adam(1e-3), epochs=2, batch_size=64)
     theirs, _ = train.fit(params, x, y, optimizer=optax.adam(1e-3), epochs=2, batch_size=64)
     named, _ = train.fit(params, x, y, optimizer="adam", epochs=2, batch_size=64)  # as Keras's compile(optimizer=)
-    for a, b, c in zip(jax.tree.leaves(ours.params), jax.tree.leaves(theirs.params), jax.tree.leaves(named.params)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-        np.testing.assert_array_equal(a, c)
+    assert_trees_close(ours.params, theirs.params, rtol=1e-5, atol=1e-7)
+    assert_trees_equal(ours.params, named.params)
     chained = optax.chain(optax.clip_by_global_norm(1.0), optim.rmsprop())
     half, _ = train.fit(params, x, y, optimizer=chained, epochs=1, batch_size=64)
     resumed, history = train.fit(half, x, y, optimizer=chained, epochs=1, batch_size=64)
     whole, _ = train.fit(params, x, y, optimizer=chained, epochs=2, batch_size=64)
-    for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(whole.params)):
-        np.testing.assert_array_equal(a, b)
+    assert_trees_equal(resumed.params, whole.params)
 
 
 def test_epoch_callback_and_verbose_line(capsys):
@@ -236,13 +228,14 @@ def test_fit_rejects_mismatched_data():
 
 
 def test_validation_and_evaluation_compile_once(monkeypatch):
+    jax.clear_caches()  # programs of the same shapes that other tests compiled would hide the count
     traced = []
     apply = model.apply
     monkeypatch.setattr(model, "apply", lambda params, x, **kw: (traced.append(x.shape), apply(params, x, **kw))[1])
     x, y = random_data(1000)
     params = model.init_mlp(jax.random.key(0), (784, 8, 10))
     train.fit(params, x, y, epochs=3, batch_size=128, validation_split=0.2)
-    assert len(traced) == 2  # the epoch program once, the validation program once, for three epochs
+    assert len(traced) == 2  # one program for three epochs: apply traced once for training, once for validation
     train.evaluate(params, x[:300], y[:300])
     train.evaluate(params, x[300:600], y[300:600])  # same shapes: the compiled program is reused
     assert len(traced) == 3
