@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from jaxmlp import regularize
 from jaxmlp.model import Params
 
 
@@ -79,3 +80,18 @@ def split_validation(x, y, validation_split: float):
             f"validation_split={validation_split} of {len(x)} samples leaves an empty training or validation set"
         )
     return (x[:split_at], y[:split_at]), (x[split_at:], y[split_at:])
+
+
+def training_and_validation(x, y, params: Params, validation_split: float, validation_data, regularization=None):
+    """The checked training set and the validation set (or None), split as Keras splits: (x, y, validation).
+
+    Distortions (in `regularization`, one value or one per member) need 28x28 images.
+    """
+    x, y = prepare_examples(x, y, params, "training data")
+    if regularization is not None and regularize.distorts(regularization) and x.shape[1] != regularize.IMAGE_SIDE**2:
+        raise ValueError(f"distortions need 28x28 images (784 features); these have {x.shape[1]}")
+    if validation_data is None and validation_split:
+        (x, y), validation_data = split_validation(x, y, validation_split)
+    if validation_data is not None:
+        validation_data = prepare_examples(*validation_data, params, "validation data")
+    return x, y, validation_data

@@ -167,9 +167,10 @@ def run_epochs(
     """Run the epochs after the last recorded one (after `initial_epoch` when there is none) up to
     `epochs`; returns (state, records).
 
-    run_epoch(state, active) -> (state, sums, val_sums): sums (M, 2) or (2,) on any device,
-      active: (K,) bools on the host, False for the members that have diverged; M >= K
-      (rows past K are a population's padding).
+    run_epoch(state, active) -> (state, sums, val_sums, finite): sums (M, 2) or (2,) and
+      finite (M,) or () on any device, active: (K,) bools on the host, False for the members
+      that have diverged; M >= K (rows past K are a population's padding). A member went
+      non-finite when `finite` says so (its parameters or optimizer state too) or its means did.
     members: None for one model, which raises Diverged at its first non-finite epoch;
       K for a population, whose members are flagged instead (their records hold None
       from then on) and whose loop ends early once every member has diverged.
@@ -184,11 +185,12 @@ def run_epochs(
     main = parallel.is_main_process()
     for epoch in range((records[-1]["epoch"] if records else initial_epoch) + 1, epochs + 1):
         start = time.perf_counter()
-        state, sums, val_sums = run_epoch(state, jnp.asarray(active))
+        state, sums, val_sums, finite = run_epoch(state, active)
+        size = members or 1  # rows past it are a population's padding
         means = epoch_means(parallel.to_host(sums), parallel.to_host(val_sums), *counts)
-        means = {name: values[: members or 1] for name, values in means.items()}  # a population's padding dropped
+        means = {name: values[:size] for name, values in means.items()}
         seconds = time.perf_counter() - start
-        finite = np.all([np.isfinite(values) for values in means.values()], axis=0)
+        finite = np.reshape(parallel.to_host(finite), -1)[:size] & np.all([np.isfinite(v) for v in means.values()], 0)
         if members is None:
             logs = {name: float(values[0]) for name, values in means.items()}
             if not finite[0]:
@@ -213,10 +215,13 @@ def run_epochs(
 
 def _divergence_message(epoch: int, logs: dict) -> str:
     last = f"the state after epoch {epoch - 1}" if epoch > 1 else "the initial state"
+    if np.isfinite(list(logs.values())).all():
+        what = "the parameters or the optimizer state became NaN or infinite"
+    else:
+        what = f"the loss became {logs['loss']} (validation loss {logs.get('val_loss')})"
     return (
-        f"training diverged in epoch {epoch}: the loss became {logs['loss']} (validation loss "
-        f"{logs.get('val_loss')}); the learning rate is probably too high, try a smaller one; {last} is the last "
-        "finite one"
+        f"training diverged in epoch {epoch}: {what}; the learning rate is probably too high, try a smaller one; "
+        f"{last} is the last finite one"
     )
 
 

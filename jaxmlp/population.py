@@ -207,7 +207,9 @@ def fit_population(
     optimizer, states = init_population_state(params, factory, hyperparams, keys)
     regularization = stack_regularization(regularization, size)
     first = member(states, 0)
-    x, y, validation = train.training_data(x, y, first.params, validation_split, validation_data, regularization)
+    x, y, validation = inputs.training_and_validation(
+        x, y, first.params, validation_split, validation_data, regularization
+    )
     states, records, identity = loop.resume(
         checkpoint_dir,
         states,
@@ -234,8 +236,7 @@ def fit_population(
 
     def run_epoch(states, active):
         active = parallel.shard_members(np.concatenate([active, np.ones(padding, bool)]), mesh)
-        states, sums, val_sums, _ = program(states, active, x, y, validation, regularization)
-        return states, sums, val_sums
+        return program(states, active, x, y, validation, regularization)
 
     states, records = loop.run_epochs(
         run_epoch,

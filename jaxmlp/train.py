@@ -202,18 +202,6 @@ def _logits(params, x, *, batch_size: int):
 # --------------------------------------------------------------------------- host side
 
 
-def training_data(x, y, params, validation_split: float, validation_data, regularization):
-    """The checked training set and the validation set (or None), split as Keras splits: (x, y, validation)."""
-    x, y = inputs.prepare_examples(x, y, params, "training data")
-    if regularization is not None and regularize.distorts(regularization) and x.shape[1] != regularize.IMAGE_SIDE**2:
-        raise ValueError(f"distortions need 28x28 images (784 features); these have {x.shape[1]}")
-    if validation_data is None and validation_split:
-        (x, y), validation_data = inputs.split_validation(x, y, validation_split)
-    if validation_data is not None:
-        validation_data = inputs.prepare_examples(*validation_data, params, "validation data")
-    return x, y, validation_data
-
-
 def fit(
     params_or_state,
     x,
@@ -279,7 +267,9 @@ def fit(
         state = init_train_state(params_or_state, optimizer, jax.random.key(0) if key is None else key)
     if regularization is not None:
         regularize.check(regularization)
-    x, y, validation = training_data(x, y, state.params, validation_split, validation_data, regularization)
+    x, y, validation = inputs.training_and_validation(
+        x, y, state.params, validation_split, validation_data, regularization
+    )
     state, records, identity = loop.resume(
         checkpoint_dir,
         state,
@@ -300,9 +290,8 @@ def fit(
     ).compile()
     compile_seconds = time.perf_counter() - start
 
-    def run_epoch(state, _active):
-        state, sums, val_sums, _ = program(state, active, x, y, validation, regularization)
-        return state, sums, val_sums
+    def run_epoch(state, _active):  # one model: always active, Diverged ends the loop
+        return program(state, active, x, y, validation, regularization)
 
     state, records = loop.run_epochs(
         run_epoch,

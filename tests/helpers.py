@@ -20,7 +20,10 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+
+from jaxmlp import optim
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,6 +99,20 @@ def small_fashion_mnist(folder):
         write_idx(folder / "fashion_mnist" / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)), 2051)
         write_idx(folder / "fashion_mnist" / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n), 2049)
     return folder
+
+
+# --------------------------------------------------------------------------- optimizers
+
+
+def poisoned(optimizer, after_steps: int):
+    """The optimizer, except that from step `after_steps` on its updates are NaN."""
+
+    def update(grads, state, params=None):
+        updates, new_state = optimizer.update(grads, state[0], params)
+        bad = state[1] >= after_steps
+        return jax.tree.map(lambda u: jnp.where(bad, jnp.nan, u), updates), (new_state, state[1] + 1)
+
+    return optim.GradientTransformation(lambda p: (optimizer.init(p), jnp.zeros([], jnp.int32)), update)
 
 
 # --------------------------------------------------------------------------- scripts

@@ -5,7 +5,7 @@ import re
 import jax
 import numpy as np
 import pytest
-from helpers import assert_trees_equal, random_data
+from helpers import assert_trees_equal, poisoned, random_data
 
 from jaxmlp import checkpoint, loop, model, optim, train
 
@@ -105,6 +105,18 @@ def test_stale_temporaries_in_the_checkpoint_folder_are_removed_when_fit_starts(
     stale.write_bytes(b"a kill landed here")
     fit(tmp_path, epochs=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-00001.npz"]
+
+
+def test_parameters_gone_non_finite_stop_fit_even_when_the_loss_was_finite():
+    x, y = random_data(320)  # 5 steps of 64 per epoch, no validation to notice
+    params = model.init_mlp(jax.random.key(0), (784, 8, 10))
+    last_step_of_epoch_2 = poisoned(optim.sgd(0.01), after_steps=9)  # its loss is computed before the NaN update
+    message = "diverged in epoch 2: the parameters or the optimizer state became NaN or infinite"
+    with pytest.raises(train.Diverged, match=message) as info:
+        train.fit(params, x, y, optimizer=last_step_of_epoch_2, epochs=3, batch_size=64)
+    after_one, _ = train.fit(params, x, y, optimizer=poisoned(optim.sgd(0.01), after_steps=9), epochs=1, batch_size=64)
+    assert_trees_equal(info.value.state.params, after_one.params)
+    assert len(info.value.history.metrics["loss"]) == 1
 
 
 def test_the_progress_line_of_a_model_and_of_a_population():

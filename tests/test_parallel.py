@@ -8,12 +8,9 @@ import subprocess
 import sys
 import textwrap
 
-import jax
 import numpy as np
 import pytest
-from helpers import REPO, assert_trees_close, random_data, read_npz, small_fashion_mnist
-
-from jaxmlp import checkpoint, optim, population
+from helpers import REPO, assert_trees_close, read_npz, small_fashion_mnist
 
 SEED_SCRIPT = REPO / "experiments" / "mnist_seed.py"
 
@@ -191,61 +188,35 @@ def test_distributed_two_processes_reach_the_parameters_of_one(tmp_path):
     assert_trees_close(two, one, rtol=1e-5, atol=1e-6)  # the same names, and each array within rounding
 
 
-POPULATION_PROCESS = textwrap.dedent("""
-    import sys, jax, numpy as np
-    from jaxmlp import optim, parallel, population
-    port, process_id, out = sys.argv[1:]
-    parallel.initialize(f"127.0.0.1:{port}", 2, int(process_id))
+POPULATION_SCRIPT = textwrap.dedent("""
+    import argparse, jax, numpy as np
+    from jaxmlp import cli, optim, population
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out")
+    cli.add_distributed_flags(parser)
+    args = parser.parse_args()
+    cli.start_distributed(args)
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 256, (300, 784), dtype=np.uint8), rng.integers(0, 10, 300)
     states, histories = population.fit_population(
         population.init_population(jax.random.split(jax.random.key(0), 4), (784, 8, 10)), x, y,
         optimizer_factory=optim.rmsprop, hyperparams={"learning_rate": [1e-3, 3e-3, 1e-2, 1e30]},
         keys=jax.random.split(jax.random.key(1), 4), epochs=2, batch_size=50, validation_split=0.2,
-        checkpoint_dir=out, verbose=True)
+        checkpoint_dir=f"{args.out}/checkpoints", verbose=True)
     print("devices", jax.device_count(), "members here", states.params[0]["w"].addressable_shards[0].data.shape[0])
 """)
 
 
 def test_a_population_spread_over_two_processes_ends_with_the_parameters_of_one(tmp_path):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)
-    port = free_port()
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", POPULATION_PROCESS, str(port), str(i), str(tmp_path / f"process{i}")],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    outputs = [worker.communicate(timeout=300) for worker in workers]
-    assert [worker.returncode for worker in workers] == [0, 0], outputs
-    assert "devices 2 members here 2" in outputs[0][0]  # K = 4 members, 2 on each process's device
-    assert "Epoch 2/2" in outputs[0][0] and "Epoch" not in outputs[1][0]  # only process 0 prints
-    assert not (tmp_path / "process1").exists()  # and only process 0 writes
-
-    x, y = random_data(300)  # the same run in this one process, on one device
-    states, histories = population.fit_population(
-        population.init_population(jax.random.split(jax.random.key(0), 4), (784, 8, 10)),
-        x,
-        y,
-        optimizer_factory=optim.rmsprop,
-        hyperparams={"learning_rate": [1e-3, 3e-3, 1e-2, 1e30]},
-        keys=jax.random.split(jax.random.key(1), 4),
-        epochs=2,
-        batch_size=50,
-        validation_split=0.2,
-        devices=jax.devices()[:1],
-    )
-    saved = checkpoint.latest_checkpoint(tmp_path / "process0")
-    assert saved.name == "epoch-00002.npz"
-    assert_trees_close(checkpoint.load_pytree(saved, states), states, rtol=1e-5, atol=1e-6)
-    records = checkpoint.read_meta(saved)["records"]
-    assert [record["loss"][3] for record in records] == [None, None]  # the diverged member, flagged across processes
-    assert [h.diverged_at_epoch for h in histories] == [None, None, None, 1]
+    first, second, single = two_processes_and_one([sys.executable, "-c", POPULATION_SCRIPT], tmp_path)
+    assert "devices 2 members here 2" in first and "devices 1 members here 4" in single  # 2 members per process
+    assert "Epoch 2/2" in first and "Epoch" not in second  # only process 0 prints
+    two, one = (read_npz(tmp_path / run / "checkpoints" / "epoch-00002.npz") for run in ("process0", "single"))
+    records = [json.loads(str(saved.pop("__meta__")))["records"] for saved in (two, one)]
+    assert two["params/0/w"].shape == (4, 784, 8)
+    assert_trees_close(two, one, rtol=1e-5, atol=1e-6)  # process 0 saved every member, as one process does
+    assert [record["loss"][3] for record in records[0]] == [None, None]  # the diverged member, across processes
+    assert [record["loss"][3] for record in records[1]] == [None, None]
 
 
 def test_distributed_flags_must_come_together(tmp_path):

@@ -8,25 +8,22 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import REPO, assert_trees_equal, mnist_dir, random_data, read_npz, run_in_process, small_fashion_mnist
+from helpers import (
+    REPO,
+    assert_trees_equal,
+    mnist_dir,
+    poisoned,
+    random_data,
+    read_npz,
+    run_in_process,
+    small_fashion_mnist,
+)
 
 from jaxmlp import checkpoint, files, model, optim, train
 
 SEED_SCRIPT = REPO / "experiments" / "mnist_seed.py"
-
-
-def poisoned(optimizer, after_steps: int):
-    """The optimizer, except that from step `after_steps` on its updates are NaN."""
-
-    def update(grads, state, params=None):
-        updates, new_state = optimizer.update(grads, state[0], params)
-        bad = state[1] >= after_steps
-        return jax.tree.map(lambda u: jnp.where(bad, jnp.nan, u), updates), (new_state, state[1] + 1)
-
-    return optim.GradientTransformation(lambda p: (optimizer.init(p), jnp.zeros([], jnp.int32)), update)
 
 
 def test_fit_stops_at_the_diverging_epoch_and_hands_back_the_last_finite_state():
