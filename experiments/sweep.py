@@ -111,8 +111,9 @@ def main(argv=None) -> None:
         timings["models"] += len(grid)
         for (lr, seed), history, test in zip(grid, histories, tests):
             runs.append(result_row(family, lr, seed, history, test))
-        if history.seconds:
-            report(f"{family}: {history.compile_seconds:.2f} s compile, {np.median(history.seconds):.2f} s per epoch")
+        longest = max(histories, key=lambda h: len(h.seconds))  # a diverged member's History is shorter
+        if longest.seconds:
+            report(f"{family}: {longest.compile_seconds:.2f} s compile, {np.median(longest.seconds):.2f} s per epoch")
         if not args.skip_singles:
             start = time.perf_counter()
             for i, (lr, _) in enumerate(grid):
@@ -129,9 +130,8 @@ def main(argv=None) -> None:
     if not args.skip_singles:
         timings["single_seconds_per_model"] = timings["single_seconds"] / timings["models"]
         timings["population_over_single"] = timings["population_seconds"] / timings["single_seconds"]
-    config = {key: value for key, value in vars(args).items() if key not in ("coordinator", "process_id")}
     result = {
-        "config": config,
+        "config": vars(args),
         "runs": runs,
         "timings": timings,
         "throughput": throughput(x_train, y_train, args),

@@ -265,6 +265,6 @@ def member_histories(records: list[dict], members: int, compile_seconds: float) 
         trained = [r for r in records if r["loss"][i] is not None]
         names = [name for name in (records[0] if records else ()) if name not in ("epoch", "seconds")]
         metrics = {name: [r[name][i] for r in trained] for name in names}
-        diverged_at = len(trained) + 1 if len(trained) < len(records) else None
+        diverged_at = next((r["epoch"] for r in records if r["loss"][i] is None), None)
         histories.append(History(metrics, [r["seconds"] for r in trained], compile_seconds, diverged_at))
     return histories
