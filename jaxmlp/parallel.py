@@ -57,8 +57,16 @@ def population_mesh(members: int, devices=None) -> Mesh | None:
     if count == 1:
         return None
     groups = count if members >= count else min(d for d in range(members, count + 1) if count % d == 0)
+    return _groups_mesh(groups, devices)
+
+
+def _groups_mesh(groups: int, devices) -> Mesh:
+    """(groups, D / groups) devices as a ("population", "batch") mesh."""
     return jax.make_mesh(
-        (groups, count // groups), (POPULATION_AXIS, BATCH_AXIS), axis_types=(AxisType.Auto,) * 2, devices=devices
+        (groups, len(devices) // groups),
+        (POPULATION_AXIS, BATCH_AXIS),
+        axis_types=(AxisType.Auto,) * 2,
+        devices=devices,
     )
 
 
@@ -77,15 +85,7 @@ def drop_padding(tree, members: int, mesh: Mesh | None):
     if mesh is None or padded_members(members, mesh) == members:
         return tree
     groups = math.gcd(members, mesh.size)
-    target = NamedSharding(
-        jax.make_mesh(
-            (groups, mesh.size // groups),
-            (POPULATION_AXIS, BATCH_AXIS),
-            axis_types=(AxisType.Auto,) * 2,
-            devices=list(mesh.devices.flat),
-        ),
-        PartitionSpec(POPULATION_AXIS),
-    )
+    target = NamedSharding(_groups_mesh(groups, list(mesh.devices.flat)), PartitionSpec(POPULATION_AXIS))
     return _first_members(members, target)(jax.device_put(tree, target))
 
 

@@ -1,4 +1,4 @@
-"""What the test modules share: pytree assertions, population members, small data sets and script runs.
+"""What the test modules share: pytree assertions, small data sets, a poisoned optimizer and script runs.
 
 Test modules import from here (`from helpers import ...`), never from each other or from conftest.py,
 which keeps only pytest's configuration and fixtures.
@@ -58,11 +58,6 @@ def assert_trees_equal(actual, expected):
     """Same structure, and every leaf bitwise equal (`np.testing.assert_array_equal`)."""
     for path, a, e in _leaf_pairs(actual, expected):
         np.testing.assert_array_equal(a, e, err_msg=f"leaf {path}")
-
-
-def member(tree, i):
-    """The i-th member of a stacked population pytree (every leaf has the members on its leading axis)."""
-    return jax.tree.map(lambda a: a[i], tree)
 
 
 def read_npz(path) -> dict:

@@ -7,10 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import assert_trees_close, member
+from helpers import assert_trees_close
 
 from jaxmlp import hyperparams, model, optim, schedules
 from jaxmlp.optim import adagrad, adam, rmsprop, sgd
+from jaxmlp.population import member
 
 STEPS = 120
 

@@ -4,9 +4,10 @@ import re
 
 import jax
 import pytest
-from helpers import assert_trees_close, assert_trees_equal, member, random_data
+from helpers import assert_trees_close, assert_trees_equal, random_data
 
 from jaxmlp import checkpoint, model, optim, population, train
+from jaxmlp.population import member
 from jaxmlp.regularize import Regularization
 
 
