@@ -8,13 +8,16 @@ on the hidden layer and random affine distortions of the training images (rotati
 scaling, translation, after Simard et al. 2003), all computed on the device.
 
 How the hyperparameters are chosen: a grid (learning rate x dropout x distortion
-on/off) is trained as one vmapped population on the first 50,000 training images
-and scored on the last 10,000; the configuration with the best validation accuracy
-is then retrained on all 60,000 images for the same number of epochs and evaluated
-once on the test set. The test set plays no part in any choice.
+on/off) is a sweep (`jaxmlp.sweep`, the machinery of experiments/sweep.py), trained as
+one vmapped population on the first 50,000 training images and ranked on the last
+10,000; the configuration with the best validation accuracy is then retrained on all
+60,000 images for the same number of epochs and evaluated once on the test set. The
+test set plays no part in any choice.
 
 Writes summary.json (test_accuracy, fit_seconds, the chosen hyperparameters, the
-grid's validation scores) and search.png (validation accuracy per epoch per member).
+grid's validation scores), params.npz (the final network), search/ (the sweep's
+results.json, results.csv and best/) and search.png (validation loss and accuracy per
+epoch of every configuration).
 """
 
 from __future__ import annotations
@@ -24,9 +27,8 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 
-from jaxmlp import checkpoint, cli, files, model, optim, plot, population, schedules, train
+from jaxmlp import checkpoint, cli, files, model, optim, plot, schedules, sweep, train
 from jaxmlp.regularize import Regularization
 
 VALIDATION = 10_000  # the classic 50,000 / 10,000 split of MNIST's training set
@@ -39,7 +41,8 @@ def parse_args(argv):
     parser.add_argument("--batch-size", type=cli.positive_int, default=128)
     parser.add_argument("--learning-rates", type=cli.positive_floats, default=[1e-3, 3e-3])
     parser.add_argument("--dropouts", type=cli.fractions, default=[0.3, 0.5])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=cli.nonnegative_int, default=0)
+    cli.add_precision_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -49,36 +52,40 @@ def main(argv=None) -> None:
     out = Path(args.out)
     (x_train, y_train), (x_test, y_test) = cli.load_data(args)
     validation = min(VALIDATION, len(x_train) // 6)
-    init_key, shuffle_key = jax.random.split(jax.random.key(args.seed))
 
-    # 1. The search: every configuration of the grid in one compiled program, scored on validation.
-    grid = list(itertools.product(args.learning_rates, args.dropouts, (False, True)))
+    # 1. The search: every configuration of the grid in one compiled program, ranked on validation.
+    members = [
+        sweep.Member(
+            "adam",
+            lr,
+            args.seed,
+            batch_size=args.batch_size,
+            regularization=Regularization(dropout=rate, **(DISTORTION if distort else {})),
+        )
+        for lr, rate, distort in itertools.product(args.learning_rates, args.dropouts, (False, True))
+    ]
     steps = -(-(len(x_train) - validation) // args.batch_size) * args.epochs
-    start = time.perf_counter()
-    _, histories = population.fit_population(
-        population.init_population(jax.random.split(init_key, len(grid))),
+    search = sweep.run(
+        members,
         x_train[:-validation],
         y_train[:-validation],
-        optimizer_factory=optim.adam,
-        hyperparams={"learning_rate": [lr for lr, _, _ in grid]},
-        regularization=Regularization(
-            dropout=[rate for _, rate, _ in grid],
-            **{name: [value if distort else 0.0 for _, _, distort in grid] for name, value in DISTORTION.items()},
-        ),
-        schedule=schedules.cosine_decay(1.0, steps),
-        keys=jax.random.split(shuffle_key, len(grid)),
-        validation_data=(x_train[-validation:], y_train[-validation:]),
         epochs=args.epochs,
-        batch_size=args.batch_size,
+        validation_data=(x_train[-validation:], y_train[-validation:]),
+        schedule=schedules.cosine_decay(1.0, steps),
+        precision=args.precision,
     )
-    search_seconds = time.perf_counter() - start
-    scores = [h.metrics["val_accuracy"][-1] for h in histories]
-    for (lr, rate, distort), score in zip(grid, scores):
-        print(f"search: lr {lr:g}, dropout {rate}, distortion {'on' if distort else 'off'}: val_accuracy {score:.4f}")
-    learning_rate, dropout, distort = grid[int(np.argmax(scores))]
+    sweep.save(search, out / "search")
+    scores = [o.final("val_accuracy") for o in search.outcomes]
+    for m, score in zip(members, scores):
+        scored = "diverged" if score is None else f"val_accuracy {score:.4f}"
+        print(f"search: lr {m.learning_rate:g}, dropout {m.regularization.dropout}, {_distortion(m)}: {scored}")
+    if search.best is None:
+        raise ValueError("every configuration of the search diverged; try smaller --learning-rates")
+    chosen = members[search.best]
+    learning_rate, regularization = chosen.learning_rate, chosen.regularization
 
     # 2. The chosen configuration, retrained on all the training images, tested once.
-    regularization = Regularization(dropout=dropout, **(DISTORTION if distort else {}))
+    init_key, shuffle_key = jax.random.split(jax.random.key(args.seed))  # as the sweep seeds its members
     steps = -(-len(x_train) // args.batch_size) * args.epochs
     optimizer = optim.adam(schedules.cosine_decay(learning_rate, steps))
     start = time.perf_counter()
@@ -90,18 +97,19 @@ def main(argv=None) -> None:
         epochs=args.epochs,
         batch_size=args.batch_size,
         regularization=regularization,
+        precision=args.precision,
     )
     fit_seconds = time.perf_counter() - start
-    test = train.evaluate(state.params, x_test, y_test)
+    test = train.evaluate(state.params, x_test, y_test, precision=args.precision)
     print(
-        f"chosen: lr {learning_rate:g}, dropout {dropout}, distortion {'on' if distort else 'off'}; "
-        f"test_accuracy {test['accuracy']:.4f} (fit {fit_seconds:.0f} s, search {search_seconds:.0f} s)"
+        f"chosen: lr {learning_rate:g}, dropout {regularization.dropout}, {_distortion(chosen)}; "
+        f"test_accuracy {test['accuracy']:.4f} (fit {fit_seconds:.0f} s, search {search.seconds:.0f} s)"
     )
 
     plot.plot_comparison(
         {
-            f"lr {lr:g}, dropout {rate}, {'distorted' if d else 'plain'}": h.metrics
-            for (lr, rate, d), h in zip(grid, histories)
+            f"lr {m.learning_rate:g}, dropout {m.regularization.dropout}, {_distortion(m)}": o.history.metrics
+            for m, o in zip(members, search.outcomes)
         },
         out / "search.png",
     )
@@ -112,24 +120,34 @@ def main(argv=None) -> None:
             "test_accuracy": test["accuracy"],
             "test_loss": test["loss"],
             "fit_seconds": fit_seconds,
-            "search_seconds": search_seconds,
+            "search_seconds": search.seconds,
             "chosen": {
                 "optimizer": "adam",
                 "learning_rate": learning_rate,
                 "schedule": "cosine decay to 0",
                 "epochs": args.epochs,
                 "batch_size": args.batch_size,
+                "precision": args.precision,
                 **regularization._asdict(),
             },
             "search": [
-                {"learning_rate": lr, "dropout": rate, "distortion": d, "val_accuracy": score}
-                for (lr, rate, d), score in zip(grid, scores)
+                {
+                    "learning_rate": m.learning_rate,
+                    "dropout": m.regularization.dropout,
+                    "distortion": m.regularization.max_rotation > 0,
+                    "val_accuracy": score,
+                }
+                for m, score in zip(members, scores)
             ],
             "validation_images": validation,
             "training_images": len(x_train),
             **cli.environment(),
         },
     )
+
+
+def _distortion(member: sweep.Member) -> str:
+    return "distortion " + ("on" if member.regularization.max_rotation > 0 else "off")
 
 
 if __name__ == "__main__":

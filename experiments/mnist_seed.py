@@ -45,6 +45,7 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hidden", type=cli.positive_int, default=512, help="units in the hidden layer")
     parser.add_argument("--fresh", action="store_true", help="ignore checkpoints in --out and start over")
+    cli.add_precision_flag(parser)
     cli.add_distributed_flags(parser)
     return parser.parse_args(argv)
 
@@ -106,6 +107,7 @@ def main(argv=None) -> None:
             on_epoch_end=log_epoch,
             verbose=main_process,
             checkpoint_dir=out / "checkpoints",
+            precision=args.precision,
         )
     except checkpoint.ConfigurationMismatch as err:
         raise ValueError(f"{err}; start over with --fresh, or choose another --out") from None
@@ -115,8 +117,8 @@ def main(argv=None) -> None:
     metrics = history.metrics
 
     # 5. evaluate on all 10,000 test images; 6. plot; 7. predict the first ten.
-    test = jaxmlp.evaluate(state.params, test_images, test_labels)
-    predicted = jaxmlp.predict_classes(state.params, test_images[:10])
+    test = jaxmlp.evaluate(state.params, test_images, test_labels, precision=args.precision)
+    predicted = jaxmlp.predict_classes(state.params, test_images[:10], precision=args.precision)
     report(f"test_loss: {test['loss']:.4f} - test_accuracy: {test['accuracy']:.4f}")
     report("first 10 test images, predicted:", " ".join(map(str, predicted)))
     report("                      true:     ", " ".join(map(str, test_labels[:10])))
@@ -129,6 +131,7 @@ def main(argv=None) -> None:
     summary = {
         "dataset": args.dataset,
         "optimizer": args.optimizer,
+        "precision": args.precision,
         "parameters": jaxmlp.count_params(state.params),
         "test_loss": test["loss"],
         "test_accuracy": test["accuracy"],

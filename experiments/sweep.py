@@ -1,73 +1,94 @@
-"""A grid of optimizer family x learning rate x seed, each family trained as one vmapped population.
+"""A sweep from one command: any grid, trained as populations, with successive halving.
 
-    python experiments/sweep.py --data-dir D --out O --epochs E [--lr 1e-3,3e-3] [--throughput 1,4,16]
+    python experiments/sweep.py --data-dir D --out O [grid flags] [--epochs R] [--halving ETA --min-epochs r]
 
-Every configuration of a family (learning rates x seeds) trains in one compiled
-program (`population.fit_population`); the learning rate, and for SGD the momentum,
-are data. Member (optimizer, lr, seed) starts exactly as `mnist_seed.py --seed S`
-does: its initialisation and shuffling keys come from `jax.random.key(seed)`.
-Then the same models are trained one by one with `fit` (one compilation each, as
-a user sweeping by hand would), and the wall times are compared. No compilation
-cache is used here, so that compile times count for both.
+Grid flags take a comma list, a log-spaced range lo:hi:n (n values, both ends
+included), or for integers a range a-b (inclusive); the grid is their cross product:
 
-Each population checkpoints after every epoch in O/checkpoints/<family>/: a sweep
-killed at any moment and run again with the same command resumes every population
-where it was, and ends with the same results (--fresh starts over). A member whose
-loss goes NaN or infinite is reported as diverged, with no accuracy. Members are
-spread over every device; --coordinator, --num-processes and --process-id make it
-one process of a multi-host run, in which only process 0 prints and writes.
+    --optimizer rmsprop,adam,momentum   families of jaxmlp.optim (default: those three)
+    --lr 1e-4:1e-1:16                   learning rates (default: each family's own)
+    --seed 0-3                          initialisation and shuffling seeds, as mnist_seed.py --seed
+    --hp momentum=0.8,0.9,0.95          any hyperparameter of every family given (repeat the flag)
+    --dropout 0,0.3  --label-smoothing 0,0.1  --l2 0,1e-4  --hidden 256,512  --batch-size 64,128
 
-Writes sweep.json (every run: optimizer, learning_rate, seed, diverged_at_epoch,
-val_accuracy, val_loss, test_accuracy; the timings; the throughput table) and
-sweep.png (accuracy against learning rate, per optimizer), and prints a markdown summary.
+Members of one family, hidden width and batch size train as one population: one
+compiled program, their values as data (`jaxmlp.sweep`). With --halving ETA every
+member trains --min-epochs r epochs; then the best floor(n / ETA) by --select go on
+to r ETA epochs, and so on up to --epochs; survivors are gathered into a smaller
+population, so an eliminated member costs nothing afterwards. Members are ranked on
+the last 20% of the training images (validation); the test set is evaluated for
+reading only.
+
+Writes in --out: results.json and results.csv (one row per member: every swept value,
+epochs_trained, diverged_at_epoch, final loss, accuracy, val_loss, val_accuracy,
+test_accuracy; the JSON also each member's per-epoch history), sweep.png (validation
+accuracy against epoch for every member, and the final validation accuracy against
+learning rate per family), best/ (params.npz, config.json, summary.json of the best
+member) and checkpoints/: a killed sweep run again with the same command resumes
+(--fresh starts over). --throughput 1,16,64 also measures population throughput.
+Members spread over every device; --coordinator, --num-processes and --process-id
+make it one process of a multi-host run, in which only process 0 prints and writes.
 """
 
 from __future__ import annotations
 
-import itertools
 import shutil
-import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+from jaxmlp import checkpoint, cli, files, optim, parallel, plot, population, sweep
 
-from jaxmlp import checkpoint, cli, files, optim, parallel, plot, population, train
-
-# family -> (optimizer factory, fixed hyperparameters, default learning rates)
-FAMILIES = {
-    "momentum": (optim.sgd, {"momentum": 0.9}, (0.01, 0.03, 0.1, 0.3)),
-    "rmsprop": (optim.rmsprop, {}, (1e-4, 3e-4, 1e-3, 3e-3)),
-    "adam": (optim.adam, {}, (1e-4, 3e-4, 1e-3, 3e-3)),
-}
+DEFAULT_FAMILIES = ["rmsprop", "adam", "momentum"]
 
 
 def parse_args(argv):
     parser = cli.experiment_parser(__doc__, "runs/sweep", train_size=True)
-    parser.add_argument("--epochs", type=cli.positive_int, default=5)
-    parser.add_argument("--batch-size", type=cli.positive_int, default=128)
-    parser.add_argument("--families", type=cli.names(tuple(FAMILIES)), default=list(FAMILIES))
-    parser.add_argument(
-        "--lr", type=cli.positive_floats, help="learning rates for every family (default: four per family)"
-    )
-    parser.add_argument("--seeds", type=cli.nonnegative_ints, default=[0, 1])
-    parser.add_argument("--skip-singles", action="store_true", help="do not train the models one by one")
+    grid = parser.add_argument_group("the grid (comma lists, lo:hi:n log ranges, a-b integer ranges)")
+    grid.add_argument("--optimizer", type=cli.names(optim.NAMES), default=DEFAULT_FAMILIES, help="optimizer families")
+    grid.add_argument("--lr", type=cli.grid_floats, help="learning rates (default: each family's default)")
+    grid.add_argument("--seed", type=cli.grid_ints, default=[0], help="seeds, e.g. 0-3 (default 0)")
+    grid.add_argument("--hp", type=cli.hyperparameter, action="append", default=[], help="NAME=VALUES, repeatable")
+    grid.add_argument("--dropout", type=cli.grid_floats, help="hidden-layer dropout rates")
+    grid.add_argument("--label-smoothing", type=cli.grid_floats, help="label smoothing amounts")
+    grid.add_argument("--l2", type=cli.grid_floats, help="L2 penalties on the weights")
+    grid.add_argument("--hidden", type=cli.grid_ints, default=[512], help="hidden widths (default 512)")
+    grid.add_argument("--batch-size", type=cli.grid_ints, default=[128], help="batch sizes (default 128)")
+    parser.add_argument("--epochs", type=cli.positive_int, default=5, help="epochs of a member trained to the end")
+    parser.add_argument("--halving", type=int, help="successive halving: keep the best 1/ETA at each rung (ETA >= 2)")
+    parser.add_argument("--min-epochs", type=cli.positive_int, default=1, help="the first rung, with --halving")
+    parser.add_argument("--select", choices=tuple(sweep.SELECT), default="val_accuracy", help="what ranks members")
+    parser.add_argument("--max-population", type=cli.positive_int, help="most members per compiled population")
+    cli.add_precision_flag(parser)
     parser.add_argument(
         "--throughput",
         type=cli.positive_ints,
         default=[],
-        help="population sizes K at which to measure models x epochs per second, e.g. 1,16,64",
+        help="also measure model-epochs per second of populations of these sizes K, e.g. 1,16,64",
     )
     parser.add_argument("--fresh", action="store_true", help="ignore checkpoints in --out and start over")
     cli.add_distributed_flags(parser)
-    return parser.parse_args(argv)
-
-
-def member_keys(seeds):
-    """(init keys, shuffle keys) per seed, split as mnist_seed.py splits them."""
-    pairs = jnp.stack([jax.random.split(jax.random.key(seed)) for seed in seeds])
-    return pairs[:, 0], pairs[:, 1]
+    args = parser.parse_args(argv)
+    # Every value is checked before anything is written.
+    if args.halving is not None and args.halving < 2:
+        parser.error(f"argument --halving: must be >= 2 (3 keeps the best third at each rung); got {args.halving}")
+    if args.min_epochs > args.epochs:
+        parser.error(f"argument --min-epochs: must be at most --epochs ({args.epochs}); got {args.min_epochs}")
+    try:
+        args.members = sweep.grid(
+            args.optimizer,
+            learning_rates=args.lr,
+            seeds=args.seed,
+            hp=dict(args.hp),
+            hidden=args.hidden,
+            batch_sizes=args.batch_size,
+            regularization={
+                name: getattr(args, name)
+                for name in ("dropout", "label_smoothing", "l2")
+                if getattr(args, name) is not None
+            },
+        )
+    except ValueError as err:
+        parser.error(str(err))
+    return args
 
 
 def main(argv=None) -> None:
@@ -75,145 +96,70 @@ def main(argv=None) -> None:
     cli.start_distributed(args)  # before anything else touches JAX
     out = Path(args.out)
     main_process = parallel.is_main_process()
-    report = print if main_process else lambda *_: None
-    (x_train, y_train), (x_test, y_test) = cli.load_data(args)
+    (x_train, y_train), test_data = cli.load_data(args)
     if main_process:
         files.remove_stale_temporaries(out)
         if args.fresh:
             shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    fit_options = dict(epochs=args.epochs, batch_size=args.batch_size, validation_split=0.2)
-
-    runs, timings = [], {"population_seconds": 0.0, "single_seconds": 0.0, "models": 0}
-    for family in args.families:
-        factory, fixed, rates = FAMILIES[family]
-        grid = list(itertools.product(args.lr or rates, args.seeds))  # (learning rate, seed) per member
-        init_keys, shuffle_keys = member_keys([seed for _, seed in grid])
-        params = population.init_population(init_keys)
-        hyperparams = {"learning_rate": [lr for lr, _ in grid], **{k: [v] * len(grid) for k, v in fixed.items()}}
-        report(f"{family}: {len(grid)} models in one program")
-        start = time.perf_counter()
-        try:
-            states, histories = population.fit_population(
-                params,
-                x_train,
-                y_train,
-                optimizer_factory=factory,
-                hyperparams=hyperparams,
-                keys=shuffle_keys,
-                verbose=main_process,
-                checkpoint_dir=out / "checkpoints" / family,
-                **fit_options,
-            )
-        except checkpoint.ConfigurationMismatch as err:
-            raise ValueError(f"{err}; start over with --fresh, or choose another --out") from None
-        tests = population.evaluate_population(states.params, x_test, y_test)
-        timings["population_seconds"] += time.perf_counter() - start
-        timings["models"] += len(grid)
-        for (lr, seed), history, test in zip(grid, histories, tests):
-            runs.append(result_row(family, lr, seed, history, test))
-        longest = max(histories, key=lambda h: len(h.seconds))  # a diverged member's History is shorter
-        if longest.seconds:
-            report(f"{family}: {longest.compile_seconds:.2f} s compile, {np.median(longest.seconds):.2f} s per epoch")
-        if not args.skip_singles:
-            start = time.perf_counter()
-            for i, (lr, _) in enumerate(grid):
-                optimizer = factory(lr, **fixed)
-                state = train.init_train_state(population.member(params, i), optimizer, shuffle_keys[i])
-                try:
-                    state, _ = train.fit(state, x_train, y_train, optimizer=optimizer, **fit_options)
-                    train.evaluate(state.params, x_test, y_test)
-                except train.Diverged:
-                    pass  # timed all the same: a user sweeping by hand would have run it too
-            timings["single_seconds"] += time.perf_counter() - start
-
-    timings["population_seconds_per_model"] = timings["population_seconds"] / timings["models"]
-    if not args.skip_singles:
-        timings["single_seconds_per_model"] = timings["single_seconds"] / timings["models"]
-        timings["population_over_single"] = timings["population_seconds"] / timings["single_seconds"]
-    result = {
-        "config": vars(args),
-        "runs": runs,
-        "timings": timings,
-        "throughput": throughput(x_train, y_train, args),
-        **cli.environment(),
-    }
-    if main_process:
-        files.write_json(out / "sweep.json", result)
-        plot.plot_sweep(runs, out / "sweep.png")
-    report(summary(result))
-
-
-def result_row(family: str, lr: float, seed: int, history, test: dict) -> dict:
-    """One member's results; a diverged member has no accuracy (its parameters are those before it diverged)."""
-    diverged = history.diverged_at_epoch is not None
-    last = {name: None if diverged else values[-1] for name, values in history.metrics.items()}
-    return {
-        "optimizer": family,
-        "learning_rate": lr,
-        "seed": seed,
-        "diverged_at_epoch": history.diverged_at_epoch,
-        "val_accuracy": last.get("val_accuracy"),
-        "val_loss": last.get("val_loss"),
-        "test_accuracy": None if diverged else test["accuracy"],
-    }
-
-
-def throughput(x, y, args) -> list[dict]:
-    """Models x epochs per second of RMSProp populations of each size K: the median of epochs 2 and 3."""
-    rows = []
-    for size in args.throughput:
-        init_keys, shuffle_keys = member_keys(range(size))
-        _, histories = population.fit_population(
-            population.init_population(init_keys),
-            x,
-            y,
-            optimizer_factory=optim.rmsprop,
-            hyperparams={"learning_rate": [1e-3] * size},
-            keys=shuffle_keys,
-            epochs=3,
-            batch_size=args.batch_size,
+    report = print if main_process else lambda *_: None
+    report(f"{len(args.members)} members, rungs at epochs {sweep.rungs(args.min_epochs, args.epochs, args.halving)}")
+    try:
+        result = sweep.run(
+            args.members,
+            x_train,
+            y_train,
+            epochs=args.epochs,
             validation_split=0.2,
+            halving=args.halving,
+            min_epochs=args.min_epochs,
+            select=args.select,
+            max_population=args.max_population,
+            precision=args.precision,
+            test_data=test_data,
+            checkpoint_dir=out / "checkpoints",
+            verbose=True,
         )
-        epoch = float(np.median(histories[0].seconds[1:]))  # compilation and warm-up are behind
-        rows.append(
-            {
-                "models": size,
-                "epoch_seconds": epoch,
-                "model_epochs_per_second": size / epoch,
-                "compile_seconds": histories[0].compile_seconds,
-            }
-        )
-        if parallel.is_main_process():
-            print(f"K={size}: {size / epoch:.2f} model-epochs per second", flush=True)
-    for row in rows:
-        row["speedup_over_k1"] = row["model_epochs_per_second"] / rows[0]["model_epochs_per_second"]
-    return rows
-
-
-def summary(result) -> str:
-    lines = ["| optimizer | learning rate | seed | val accuracy | test accuracy |", "|---|---|---|---|---|"]
-    for r in result["runs"]:
-        if r["diverged_at_epoch"] is not None:
-            scores = f"diverged in epoch {r['diverged_at_epoch']} | diverged"
-        else:
-            scores = f"{r['val_accuracy']:.4f} | {r['test_accuracy']:.4f}"
-        lines.append(f"| {r['optimizer']} | {r['learning_rate']:g} | {r['seed']} | {scores} |")
-    t = result["timings"]
-    lines.append(
-        f"\n{t['models']} models: populations {t['population_seconds']:.1f} s "
-        f"({t['population_seconds_per_model']:.2f} s per model)"
+    except checkpoint.ConfigurationMismatch as err:
+        raise ValueError(f"{err}; start over with --fresh, or choose another --out") from None
+    throughput = population.throughput(
+        x_train, y_train, args.throughput, batch_size=args.batch_size[0], precision=args.precision
     )
-    if "single_seconds" in t and "population_over_single" in t:
-        lines.append(
-            f"one by one: {t['single_seconds']:.1f} s ({t['single_seconds_per_model']:.2f} s per model); "
-            f"populations take {t['population_over_single']:.2f} x the time"
-        )
-    for row in result["throughput"]:
+    config = {k: v for k, v in vars(args).items() if k != "members"}
+    if main_process:
+        sweep.save(result, out, {"config": config, "throughput": throughput, **cli.environment()})
+        plot.plot_sweep(sweep.rows(result, histories=True), result.rungs, out / "sweep.png")
+    report(summary(result, throughput))
+
+
+def summary(result: sweep.SweepResult, throughput: list[dict]) -> str:
+    """The best members as a markdown table, then the timings."""
+    table = sweep.rows(result)
+    ranked = sorted(
+        (row for row in table if row[result.select] is not None),
+        key=lambda row: row[result.select],
+        reverse=sweep.SELECT[result.select] is max,
+    )
+    swept = [k for k in table[0] if k not in sweep.RESULT_METRICS and len({row[k] for row in table}) > 1]
+    columns = swept + ["epochs_trained", "val_accuracy", "val_loss", "test_accuracy"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in ranked[:10]:
+        lines.append("| " + " | ".join(_cell(row[k]) for k in columns) + " |")
+    diverged = sum(row["diverged_at_epoch"] is not None for row in table)
+    lines.append(
+        f"\n{len(table)} members ({diverged} diverged), {result.programs} compiled populations, "
+        f"{result.seconds:.1f} s; best by {result.select}: "
+        + ("none" if result.best is None else f"member {result.best} ({_cell(table[result.best][result.select])})")
+    )
+    for row in throughput:
         lines.append(
             f"K={row['models']}: {row['model_epochs_per_second']:.2f} model-epochs/s "
-            f"({row['speedup_over_k1']:.2f} x K={result['throughput'][0]['models']})"
+            f"({row['speedup_over_k1']:.2f} x K={throughput[0]['models']})"
         )
     return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxmlp import files
@@ -99,6 +100,31 @@ def load_pytree(path, like):
                 )
             loaded.append(jax.random.wrap_key_data(array, impl=jax.random.key_impl(leaf)) if _is_key(leaf) else array)
     return jax.tree.unflatten(jax.tree.structure(like), loaded)
+
+
+def load_params(path) -> list[dict[str, jax.Array]]:
+    """The MLP parameters in a params.npz (`mnist_seed.py`, `best_mlp.py`, a sweep's best/), sizes read off it.
+
+    The file holds "0/w", "0/b", "1/w", ... as `save_pytree(path, params)` writes
+    them; each layer's input must be the previous one's output. ValueError otherwise.
+    """
+    with _open(path) as archive:
+        names = sorted(name for name in archive.files if name != META)
+        layers = len(names) // 2
+        expected = sorted(f"{i}/{leaf}" for i in range(layers) for leaf in ("w", "b"))
+        if not layers or names != expected:
+            raise ValueError(f"{path}: holds arrays {names}, not an MLP's parameters (0/w, 0/b, 1/w, ...)")
+        params = [{"w": archive[f"{i}/w"], "b": archive[f"{i}/b"]} for i in range(layers)]
+    width = params[0]["w"].shape[0] if params[0]["w"].ndim == 2 else None
+    for i, layer in enumerate(params):
+        w, b = layer["w"], layer["b"]
+        if w.ndim != 2 or b.shape != (w.shape[1],) or w.shape[0] != width or not np.issubdtype(w.dtype, np.floating):
+            raise ValueError(
+                f"{path}: layer {i} has w {list(w.shape)} and b {list(b.shape)} ({w.dtype}); "
+                f"expected w [{width}, n] and b [n] of floats"
+            )
+        width = w.shape[1]
+    return jax.tree.map(jnp.asarray, params)
 
 
 # --------------------------------------------------------------------------- training checkpoints

@@ -11,6 +11,7 @@ and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import jax
 
-from jaxmlp import data, parallel
+from jaxmlp import data, model, parallel, sweep
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -63,7 +64,7 @@ def run(main, argv=None) -> None:
 
 def _number(kind, text: str):
     try:
-        return kind(text)
+        return kind(text.strip())
     except ValueError:
         expected = "an integer" if kind is int else "a number"
         raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
@@ -117,6 +118,46 @@ def nonnegative_ints(text: str) -> list[int]:
     return [nonnegative_int(item) for item in text.split(",")]
 
 
+def grid_floats(text: str) -> list[float]:
+    """Grid values: a comma list "1e-3,3e-3", or a log-spaced range "lo:hi:n" (n values, both ends included)."""
+    if ":" in text:
+        parts = text.split(":")
+        if len(parts) != 3:
+            raise argparse.ArgumentTypeError(f"a range is lo:hi:n, e.g. 1e-4:1e-1:16; got {text!r}")
+        low, high, count = _finite(parts[0]), _finite(parts[1]), _number(int, parts[2])
+        try:
+            return sweep.log_range(low, high, count)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"{err} (in {text!r})") from None
+    return [_finite(item) for item in text.split(",")]
+
+
+def grid_ints(text: str) -> list[int]:
+    """Integer grid values: a comma list "0,1,5", or an inclusive range "a-b" ("0-3" is 0, 1, 2, 3)."""
+    if "-" in text.strip().lstrip("-"):
+        first, _, last = text.strip().partition("-")
+        low, high = _number(int, first), _number(int, last)
+        if low > high:
+            raise argparse.ArgumentTypeError(f"a range a-b needs a <= b; got {text!r}")
+        return list(range(low, high + 1))
+    return [_number(int, item) for item in text.split(",")]
+
+
+def hyperparameter(text: str) -> tuple[str, list[float]]:
+    """NAME=VALUES, the values as `grid_floats`: "momentum=0.8,0.9" -> ("momentum", [0.8, 0.9])."""
+    name, equals, values = text.partition("=")
+    if not equals or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUES, e.g. momentum=0.8,0.9; got {text!r}")
+    return name.strip(), grid_floats(values)
+
+
+def _finite(text: str) -> float:
+    value = _number(float, text.strip())
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def names(choices):
     """A flag type for a comma-separated subset of `choices`, in the order given."""
 
@@ -138,6 +179,18 @@ def add_distributed_flags(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--num-processes", type=positive_int, default=os.environ.get("JAXMLP_NUM_PROCESSES"))
     group.add_argument("--process-id", type=nonnegative_int, default=os.environ.get("JAXMLP_PROCESS_ID"))
+
+
+def add_precision_flag(parser: argparse.ArgumentParser) -> None:
+    """--precision {float32,tf32,bf16}: how the model's matmuls compute (`model.matmul`), default float32."""
+    parser.add_argument(
+        "--precision",
+        choices=model.PRECISIONS,
+        default="float32",
+        help="matmul precision: float32 (default; full float32 on every device), tf32 (the backend's default: "
+        "TF32 inputs on NVIDIA GPUs from Ampere on, the same as float32 on CPU), bf16 (bfloat16 matmul inputs "
+        "with float32 accumulation; parameters, optimizer state and loss stay float32)",
+    )
 
 
 def start_distributed(args) -> None:

@@ -12,6 +12,8 @@ nothing else), and every run that writes into a folder calls it when it starts.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
@@ -75,6 +77,15 @@ def remove_stale_temporaries(folder) -> list[Path]:
 
 def write_json(path, obj) -> Path:
     return atomic_write(path, lambda f: json.dump(obj, f, indent=2), mode="w")
+
+
+def write_csv(path, rows: list[dict]) -> Path:
+    """Rows (dicts with the same keys) as CSV with a header; None becomes an empty cell."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    return atomic_write(path, lambda f: f.write(text.getvalue()), mode="w")
 
 
 def write_jsonl(path, records) -> Path:

@@ -27,6 +27,18 @@ class InjectHyperparamsState(NamedTuple):
     inner_state: OptState
 
 
+def numeric_defaults(factory: Callable[..., GradientTransformation]) -> dict[str, float]:
+    """{name: default} of the factory's numeric arguments (booleans excluded): what can be data.
+
+    numeric_defaults(rmsprop) == {"learning_rate": 1e-3, "decay": 0.9, "eps": 1e-7, "momentum": 0.0}
+    """
+    return {
+        name: p.default
+        for name, p in inspect.signature(factory).parameters.items()
+        if isinstance(p.default, numbers.Real) and not isinstance(p.default, bool)
+    }
+
+
 def inject_hyperparams(factory: Callable[..., GradientTransformation]):
     """Make an optimizer's numeric hyperparameters state, so they can vary without recompiling.
 

@@ -81,14 +81,18 @@ def resume(checkpoint_dir, state, *, epochs: int, verbose: bool, **configuration
     return state, records, identity
 
 
-def run_identity(*, state, member_state, optimizer, data, batch_size: int, regularization, hyperparams=None) -> dict:
+def run_identity(
+    *, state, member_state, optimizer, data, batch_size: int, regularization, hyperparams=None, precision="float32"
+) -> dict:
     """What makes a run the run it is, as a checkpoint stores it and `resume` compares it.
 
     state: the whole initial state (all members); member_state: one member's, to probe
     the optimizer with; data: (x, y, validation or None) as trained on; hyperparams:
-    a population's {name: values}. The optimizer is known by what it does: the
-    digest of its first three updates of a fixed probe gradient, which tells apart
-    families, hyperparameters and schedules that move in those steps.
+    a population's {name: values}; precision: how the matmuls compute ("float32",
+    "tf32", "bf16"), so that a run is never resumed at another precision. The
+    optimizer is known by what it does: the digest of its first three updates of a
+    fixed probe gradient, which tells apart families, hyperparameters and schedules
+    that move in those steps.
     """
     x, y, validation = data
     sizes = [member_state.params[0]["w"].shape[0]] + [layer["w"].shape[1] for layer in member_state.params]
@@ -97,6 +101,7 @@ def run_identity(*, state, member_state, optimizer, data, batch_size: int, regul
         found["members"] = state.key.shape[0]
         found["hyperparams"] = _plain(hyperparams)
     found |= {
+        "precision": precision,
         "batch_size": batch_size,
         "regularization": None if regularization is None else _plain(regularization._asdict()),
         "training_data": _data_identity((x, y)),

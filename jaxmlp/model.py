@@ -49,20 +49,90 @@ def init_mlp(key: jax.Array, sizes=SEED_SIZES, dtype=jnp.float32) -> Params:
     return params
 
 
-def apply(params: Params, x: jax.Array, *, key: jax.Array | None = None, dropout=0.0) -> jax.Array:
+PRECISIONS = ("float32", "tf32", "bf16")  # what `apply`'s matmuls compute in; see `matmul`
+
+
+def check_precision(precision) -> str:
+    """`precision` if it is one of PRECISIONS; else TypeError (not a string) or ValueError (unknown name)."""
+    choices = ", ".join(PRECISIONS)
+    if not isinstance(precision, str):
+        raise TypeError(f"precision must be a string, one of {choices}; got {precision!r} ({type(precision).__name__})")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {choices}; got {precision!r}")
+    return precision
+
+
+def matmul(x: jax.Array, w: jax.Array, precision: str) -> jax.Array:
+    """x @ w, (B, d_in) @ (d_in, d_out) -> (B, d_out) float32, at the precision named.
+
+    "float32": every product and sum in float32, on every device:
+        jnp.matmul(x, w, precision=Precision.HIGHEST). On CPU that is what a plain
+        `x @ w` computes; NVIDIA GPUs would otherwise round the inputs to TF32.
+    "tf32": jnp.matmul(x, w, precision=Precision.DEFAULT), the backend's default: on
+        NVIDIA GPUs from Ampere on, the inputs rounded to TF32 (10-bit mantissa) and
+        the sums in float32; on CPU the same numbers as "float32" (on TPUs, the
+        default is one bfloat16 pass).
+    "bf16": mixed precision. Both inputs are rounded to bfloat16 (8-bit mantissa),
+        the products are summed in float32 and the result is float32:
+            y = bf16(x) @ bf16(w)                    (preferred_element_type=float32)
+        and the backward pass does the same with the incoming gradient g (B, d_out):
+            dx = bf16(g) @ bf16(w)^T,   dw = bf16(x)^T @ bf16(g)     (both float32)
+        so every matmul, forward and backward, takes bfloat16 inputs, while the
+        gradients, the parameters and the optimizer state stay float32.
+    """
+    if precision == "bf16":
+        return _bf16_matmul(x.astype(jnp.float32), w.astype(jnp.float32))  # no-ops for float32 x and w
+    level = jax.lax.Precision.HIGHEST if precision == "float32" else jax.lax.Precision.DEFAULT
+    return jnp.matmul(x, w, precision=level)
+
+
+def _bf16_product(a: jax.Array, b: jax.Array) -> jax.Array:
+    """bf16(a) @ bf16(b) summed in float32: (m, k) @ (k, n) -> (m, n) float32."""
+    return jnp.matmul(
+        a.astype(jnp.bfloat16),
+        b.astype(jnp.bfloat16),
+        precision=jax.lax.Precision.DEFAULT,
+        preferred_element_type=jnp.float32,
+    )
+
+
+@jax.custom_vjp
+def _bf16_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+    """`matmul` at "bf16" for float32 x (B, d_in) and w (d_in, d_out); gradients float32 too."""
+    return _bf16_product(x, w)
+
+
+def _bf16_matmul_forward(x, w):
+    x16, w16 = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)  # the residuals: half the bytes of float32
+    return _bf16_product(x16, w16), (x16, w16)
+
+
+def _bf16_matmul_backward(residuals, g):  # g: (B, d_out) float32
+    x16, w16 = residuals
+    return _bf16_product(g, w16.T), _bf16_product(x16.T, g)  # dx (B, d_in), dw (d_in, d_out), float32
+
+
+_bf16_matmul.defvjp(_bf16_matmul_forward, _bf16_matmul_backward)
+
+
+def apply(
+    params: Params, x: jax.Array, *, key: jax.Array | None = None, dropout=0.0, precision: str = "float32"
+) -> jax.Array:
     """Logits of a batch: relu on every hidden layer, nothing on the last.
 
     x: (B, d_in) floats  ->  (B, d_out) logits.  softmax(logits) is what Keras's
     final `activation = "softmax"` layer outputs. Given a key (training), every
     hidden layer's output goes through inverted dropout at rate `dropout`.
+    precision: "float32", "tf32" or "bf16", how the matmuls compute (`matmul`);
+    biases, activations and logits are float32 whichever it is.
     """
     *hidden, last = params
     keys = jax.random.split(key, len(hidden)) if key is not None else [None] * len(hidden)
     for layer, layer_key in zip(hidden, keys):
-        x = jax.nn.relu(x @ layer["w"] + layer["b"][None, :])  # (B, d_out); bias broadcast over the batch
+        x = jax.nn.relu(matmul(x, layer["w"], precision) + layer["b"][None, :])  # (B, d_out); bias over the batch
         if layer_key is not None:
             x = regularize.dropout(x, layer_key, dropout)
-    return x @ last["w"] + last["b"][None, :]
+    return matmul(x, last["w"], precision) + last["b"][None, :]
 
 
 def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:

@@ -291,16 +291,27 @@ def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8) -> GradientTransformation:
 # --------------------------------------------------------------------------- by name
 
 
-# name -> factory of the learning rate
-_NAMED = {
+def _momentum(learning_rate, momentum=0.9) -> GradientTransformation:
+    """`sgd` with heavy-ball momentum, 0.9 unless given: the family `momentum` names."""
+    return sgd(learning_rate, momentum=momentum)
+
+
+def _nesterov(learning_rate, momentum=0.9) -> GradientTransformation:
+    """`sgd` with Nesterov momentum, 0.9 unless given: the family `nesterov` names."""
+    return sgd(learning_rate, momentum=momentum, nesterov=True)
+
+
+# name -> factory. A family's hyperparameters are its factory's numeric arguments after
+# the learning rate (`hyperparams.numeric_defaults`); populations and sweeps vary them as data.
+FAMILIES = {
     "sgd": sgd,
-    "momentum": lambda learning_rate: sgd(learning_rate, momentum=0.9),
-    "nesterov": lambda learning_rate: sgd(learning_rate, momentum=0.9, nesterov=True),
+    "momentum": _momentum,
+    "nesterov": _nesterov,
     "rmsprop": rmsprop,
     "adagrad": adagrad,
     "adam": adam,
 }
-NAMES = tuple(_NAMED)
+NAMES = tuple(FAMILIES)
 KERAS_LEARNING_RATES = {"sgd": 0.01, "momentum": 0.01, "nesterov": 0.01, "rmsprop": 1e-3, "adagrad": 1e-3, "adam": 1e-3}
 
 
@@ -329,7 +340,7 @@ def from_name(name: str, learning_rate=None):
             raise ValueError(f"unknown optimizer {name!r}: optax has no optimizer called {name[6:]!r}")
         _check_learning_rate(learning_rate)
         return alias(learning_rate)
-    if name not in _NAMED:
+    if name not in FAMILIES:
         choices = ", ".join(NAMES)
         raise ValueError(f"unknown optimizer {name!r}; choose one of {choices}, or optax.<name> (e.g. optax.adamw)")
-    return _NAMED[name](learning_rate)
+    return FAMILIES[name](learning_rate)

@@ -121,29 +121,62 @@ def plot_losses(problems: dict, path) -> Path:
     return save_figure(figure, path)
 
 
-def plot_sweep(runs: list[dict], path) -> Path:
-    """Validation and test accuracy against learning rate, one line per optimizer (mean over seeds, dots per seed).
+def plot_sweep(results: list[dict], rungs: list[int], path) -> Path:
+    """A sweep in two panels, colour per optimizer family, validation error (1 - accuracy) on a log scale.
 
-    Diverged runs (accuracy None) have no point; the legend counts them.
+    Left: the validation error against epoch for every member; a member eliminated
+    by successive halving ends at its rung (x), dotted lines mark the rungs.
+    Right: each member's last validation error against its learning rate, filled if
+    it trained every epoch, hollow if it was eliminated; the line joins the best
+    finished member at each rate. Diverged members have no point; the legend counts them.
+    `results` are results.json's rows, each with its "history".
     """
     plt = _pyplot()
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, metric in zip(axes, ("val_accuracy", "test_accuracy")):
-        for optimizer in dict.fromkeys(r["optimizer"] for r in runs):
-            mine = [r for r in runs if r["optimizer"] == optimizer and r[metric] is not None]
-            diverged = sum(r["optimizer"] == optimizer for r in runs) - len(mine)
-            rates = sorted({r["learning_rate"] for r in mine})
-            means = [np.mean([r[metric] for r in mine if r["learning_rate"] == lr]) for lr in rates]
-            label = optimizer + (f" ({diverged} diverged)" if diverged else "")
-            (line,) = ax.plot(rates, means, "-", label=label)
-            ax.plot(
-                [r["learning_rate"] for r in mine], [r[metric] for r in mine], "o", color=line.get_color(), alpha=0.6
-            )
-        ax.set_xscale("log")
-        ax.set_xlabel("learning rate")
-        ax.set_ylabel(metric.replace("_", " "))
+    figure, (curves, rates) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    epochs = max(rungs)
+    colours = {}
+    for row in results:
+        colour = colours.setdefault(row["optimizer"], f"C{len(colours)}")
+        errors = [1 - v for v in row["history"].get("val_accuracy", [])]
+        if errors:
+            curves.plot(range(1, len(errors) + 1), errors, "-", color=colour, alpha=0.35, linewidth=1)
+            if len(errors) < epochs and row["diverged_at_epoch"] is None:
+                curves.plot(len(errors), errors[-1], "x", color=colour, alpha=0.6, markersize=4)
+    for rung in rungs[:-1]:
+        curves.axvline(rung, color="grey", linestyle=":", linewidth=1)
+    for family, colour in colours.items():
+        mine = [r for r in results if r["optimizer"] == family]
+        alive = [r for r in mine if r["val_accuracy"] is not None]
+        diverged = len(mine) - len(alive)
+        label = family + (f" ({diverged} diverged)" if diverged else "")
+        done = [r for r in alive if r["epochs_trained"] == epochs]
+        early = [r for r in alive if r["epochs_trained"] < epochs]
+        best = {}
+        for r in done:
+            best[r["learning_rate"]] = min(best.get(r["learning_rate"], 1.0), 1 - r["val_accuracy"])
+        rates.plot(sorted(best), [best[lr] for lr in sorted(best)], "-", color=colour, label=label)
+        rates.scatter([r["learning_rate"] for r in done], [1 - r["val_accuracy"] for r in done], color=colour, s=14)
+        rates.scatter(
+            [r["learning_rate"] for r in early],
+            [1 - r["val_accuracy"] for r in early],
+            facecolors="none",
+            edgecolors=colour,
+            s=14,
+        )
+    curves.set_xlabel("epoch")
+    curves.set_ylabel("validation error (1 - accuracy)")
+    curves.set_title("every member; x: eliminated at a rung (dotted)", fontsize=10)
+    rates.set_xscale("log")
+    rates.set_xlabel("learning rate")
+    rates.set_title("last value; filled: trained to the end, hollow: eliminated", fontsize=10)
+    curves.set_yscale("log")
+    percent = _pyplot().FuncFormatter(lambda value, _: f"{100 * value:g}%")
+    curves.yaxis.set_major_locator(_pyplot().LogLocator(subs=(1, 2, 3, 5)))
+    curves.yaxis.set_major_formatter(percent)
+    curves.yaxis.set_minor_formatter(_pyplot().NullFormatter())
+    for ax in (curves, rates):
         ax.grid(alpha=0.3)
-    axes[0].legend()
+    rates.legend(fontsize=8)
     figure.tight_layout()
     return save_figure(figure, path)
 

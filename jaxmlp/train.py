@@ -76,24 +76,25 @@ def _inputs(x: jax.Array, dtype) -> jax.Array:
     return x.astype(dtype) / 255 if x.dtype == jnp.uint8 else x.astype(dtype)
 
 
-def _batch_sums(params, x, targets, mask, noise=None, regularization=None):
+def _batch_sums(params, x, targets, mask, noise=None, regularization=None, precision="float32"):
     """Masked mean loss (what is differentiated) and the [loss, correct] sums of the real rows.
 
     With a Regularization (and a key, `noise`), the batch is distorted and dropped out,
     the targets smoothed, and the L2 penalty added to the differentiated loss; the
-    reported sums are the data term against the smoothed targets.
+    reported sums are the data term against the smoothed targets. `precision` is how
+    the model's matmuls compute (`model.matmul`); the loss is float32 whichever it is.
     """
     loss_targets, penalty, dropout_key, rate = targets, 0.0, None, 0.0
     if regularization is not None:
         x, loss_targets, penalty, dropout_key = regularize.for_training(params, x, targets, noise, regularization)
         rate = regularization.dropout
-    logits = model.apply(params, x, key=dropout_key, dropout=rate)
+    logits = model.apply(params, x, key=dropout_key, dropout=rate, precision=precision)
     per_example = model.cross_entropy(logits, loss_targets) * mask  # (B,), padding rows zeroed
     correct = jnp.sum((jnp.argmax(logits, axis=-1) == model.class_labels(targets)) * mask)
     return jnp.sum(per_example) / jnp.sum(mask) + penalty, jnp.stack([jnp.sum(per_example), correct])
 
 
-def train_step(params, opt_state, x, targets, mask, optimizer, noise=None, regularization=None):
+def train_step(params, opt_state, x, targets, mask, optimizer, noise=None, regularization=None, precision="float32"):
     """One step of mini-batch training: forward, loss, backward (jax.grad), update.
 
         loss = sum_i mask_i * CE(apply(params, x_i), t_i) / sum_i mask_i
@@ -101,22 +102,32 @@ def train_step(params, opt_state, x, targets, mask, optimizer, noise=None, regul
         params = params + updates
 
     Returns (params, opt_state, sums) with sums = [loss summed over real rows, correct count].
-    `noise` (a PRNG key) and `regularization` switch on dropout, distortions, smoothing and L2.
+    `noise` (a PRNG key) and `regularization` switch on dropout, distortions, smoothing and L2;
+    `precision` ("float32", "tf32", "bf16") is how the matmuls compute, forward and backward.
     """
-    grads, sums = jax.grad(_batch_sums, has_aux=True)(params, x, targets, mask, noise, regularization)
+    grads, sums = jax.grad(_batch_sums, has_aux=True)(params, x, targets, mask, noise, regularization, precision)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optim.apply_updates(params, updates), opt_state, sums
 
 
-@partial(jax.jit, static_argnames=("optimizer", "batch_size", "mesh"), donate_argnums=0)
+@partial(jax.jit, static_argnames=("optimizer", "batch_size", "mesh", "precision"), donate_argnums=0)
 def train_epoch(
-    state: TrainState, x: jax.Array, y: jax.Array, regularization=None, *, optimizer, batch_size: int, mesh=None
+    state: TrainState,
+    x: jax.Array,
+    y: jax.Array,
+    regularization=None,
+    *,
+    optimizer,
+    batch_size: int,
+    mesh=None,
+    precision: str = "float32",
 ):
     """One shuffled pass over (x, y) as a single compiled program.
 
     x: (N, d) uint8 or float, y: (N,) int labels or (N, C) targets, both on the device.
     regularization: None (the seed), or a `regularize.Regularization` of values (data).
     mesh: None on one device; a `parallel.data_mesh` to split every batch across devices.
+    precision: "float32", "tf32" or "bf16", how the model's matmuls compute (`model.matmul`).
     Returns (new state, [summed loss, number correct]) over the N samples.
     """
     key, shuffle_key = jax.random.split(state.key)
@@ -136,6 +147,7 @@ def train_epoch(
             optimizer,
             step_noise,
             regularization,
+            precision,
         )
         return (params, opt_state, totals + sums), None
 
@@ -144,15 +156,15 @@ def train_epoch(
     return TrainState(params, opt_state, key), totals
 
 
-@partial(jax.jit, static_argnames=("batch_size", "mesh"))
-def evaluation_sums(params, x, y, *, batch_size: int, mesh=None):
-    """[summed loss, number correct] over every sample, batch by batch."""
+@partial(jax.jit, static_argnames=("batch_size", "mesh", "precision"))
+def evaluation_sums(params, x, y, *, batch_size: int, mesh=None, precision: str = "float32"):
+    """[summed loss, number correct] over every sample, batch by batch, the matmuls at `precision`."""
     dtype = jax.tree.leaves(params)[0].dtype
     indices, mask = _batches(jnp.arange(x.shape[0]), batch_size, mesh)
 
     def step(totals, batch):
         rows, row_mask = batch
-        _, sums = _batch_sums(params, _inputs(x[rows], dtype), y[rows], row_mask.astype(dtype))
+        _, sums = _batch_sums(params, _inputs(x[rows], dtype), y[rows], row_mask.astype(dtype), precision=precision)
         return totals + sums, None
 
     totals, _ = jax.lax.scan(step, jnp.zeros(2, dtype), (indices, mask))
@@ -160,7 +172,17 @@ def evaluation_sums(params, x, y, *, batch_size: int, mesh=None):
 
 
 def guarded_epoch(
-    state: TrainState, active, x, y, validation=None, regularization=None, *, optimizer, batch_size: int, mesh=None
+    state: TrainState,
+    active,
+    x,
+    y,
+    validation=None,
+    regularization=None,
+    *,
+    optimizer,
+    batch_size: int,
+    mesh=None,
+    precision: str = "float32",
 ):
     """One epoch and its validation, as one program; a state whose numbers go non-finite is not kept.
 
@@ -171,13 +193,16 @@ def guarded_epoch(
 
     So a model that diverges stays at its last finite state without a second program
     or a copy on the host, and an inactive one (a population's diverged member) stays
-    as it is. `fit` jits this; `fit_population` vmaps it over the members.
+    as it is. `fit` jits this; `fit_population` vmaps it over the members. Training
+    and validation both run their matmuls at `precision`.
     Returns (state, sums (2,), val_sums (2,) or None, finite (bool)).
     """
-    new, sums = train_epoch(state, x, y, regularization, optimizer=optimizer, batch_size=batch_size, mesh=mesh)
+    new, sums = train_epoch(
+        state, x, y, regularization, optimizer=optimizer, batch_size=batch_size, mesh=mesh, precision=precision
+    )
     val_sums = None
     if validation is not None:
-        val_sums = evaluation_sums(new.params, *validation, batch_size=EVAL_BATCH_SIZE, mesh=mesh)
+        val_sums = evaluation_sums(new.params, *validation, batch_size=EVAL_BATCH_SIZE, mesh=mesh, precision=precision)
     numbers = [sums, val_sums, *jax.tree.leaves((new.params, new.opt_state))]
     finite = jnp.all(jnp.stack([jnp.isfinite(a).all() for a in numbers if a is not None and _is_float(a)]))
     keep = jnp.logical_and(active, finite)
@@ -188,14 +213,16 @@ def _is_float(array) -> bool:
     return jnp.issubdtype(array.dtype, jnp.floating)
 
 
-compiled_epoch = jax.jit(guarded_epoch, static_argnames=("optimizer", "batch_size", "mesh"), donate_argnums=0)
+compiled_epoch = jax.jit(
+    guarded_epoch, static_argnames=("optimizer", "batch_size", "mesh", "precision"), donate_argnums=0
+)
 
 
-@partial(jax.jit, static_argnames=("batch_size",))
-def _logits(params, x, *, batch_size: int):
+@partial(jax.jit, static_argnames=("batch_size", "precision"))
+def _logits(params, x, *, batch_size: int, precision: str = "float32"):
     dtype = jax.tree.leaves(params)[0].dtype
     indices, _ = _batches(jnp.arange(x.shape[0]), batch_size)
-    logits = jax.lax.map(lambda rows: model.apply(params, _inputs(x[rows], dtype)), indices)
+    logits = jax.lax.map(lambda rows: model.apply(params, _inputs(x[rows], dtype), precision=precision), indices)
     return logits.reshape(-1, logits.shape[-1])[: x.shape[0]]  # (N, C)
 
 
@@ -219,6 +246,7 @@ def fit(
     verbose: bool = False,
     devices=None,
     checkpoint_dir=None,
+    precision: str = "float32",
 ) -> tuple[TrainState, History]:
     """Train like Keras's `model.fit`; returns (final TrainState, History).
 
@@ -249,6 +277,11 @@ def fit(
         complete epoch there, and ends bitwise as a run never stopped (on CPU); the
         History then covers every epoch. A folder of another configuration is refused
         (checkpoint.ConfigurationMismatch) with the differences named.
+      precision: how the model's matmuls compute, forward and backward (`model.matmul`):
+        "float32" (default) every matmul in full float32 on every device; "tf32" the
+        backend's default, TF32 inputs on NVIDIA GPUs from Ampere on and the same as
+        "float32" on CPU; "bf16" bfloat16 inputs with float32 accumulation. Parameters,
+        optimizer state, loss and validation stay float32 in all three.
 
     Raises:
       Diverged: the loss became NaN or infinite in some epoch; training stops there,
@@ -259,6 +292,7 @@ def fit(
     inputs.check_count("epochs", epochs, allow_zero=True)
     inputs.check_count("batch_size", batch_size)
     inputs.check_count("initial_epoch", initial_epoch, allow_zero=True)
+    model.check_precision(precision)
     if isinstance(params_or_state, TrainState):
         if key is not None:
             raise ValueError("fit was given a TrainState and a key; the state carries its own shuffling key")
@@ -280,13 +314,23 @@ def fit(
         data=(x, y, validation),
         batch_size=batch_size,
         regularization=regularization,
+        precision=precision,
     )
 
     start = time.perf_counter()
     mesh = parallel.data_mesh(devices)
     state, x, y, validation, active = parallel.replicate((state, x, y, validation, np.bool_(True)), mesh)
     program = compiled_epoch.lower(
-        state, active, x, y, validation, regularization, optimizer=optimizer, batch_size=batch_size, mesh=mesh
+        state,
+        active,
+        x,
+        y,
+        validation,
+        regularization,
+        optimizer=optimizer,
+        batch_size=batch_size,
+        mesh=mesh,
+        precision=precision,
     ).compile()
     compile_seconds = time.perf_counter() - start
 
@@ -310,25 +354,34 @@ def fit(
     return state, loop.history_of(records, compile_seconds)
 
 
-def evaluate(params: model.Params, x, y, *, batch_size: int = EVAL_BATCH_SIZE) -> dict[str, float]:
-    """{"loss", "accuracy"} over *every* sample of (x, y): the last batch is padded and masked, not dropped."""
+def evaluate(
+    params: model.Params, x, y, *, batch_size: int = EVAL_BATCH_SIZE, precision: str = "float32"
+) -> dict[str, float]:
+    """{"loss", "accuracy"} over *every* sample of (x, y): the last batch is padded and masked, not dropped.
+
+    precision: how the matmuls compute, as in `fit` ("float32", "tf32" or "bf16").
+    """
     inputs.check_count("batch_size", batch_size)
+    model.check_precision(precision)
     x, y = inputs.prepare_examples(x, y, params, "evaluation data")
-    found = loop.means(evaluation_sums(params, x, y, batch_size=batch_size), len(x))
+    found = loop.means(evaluation_sums(params, x, y, batch_size=batch_size, precision=precision), len(x))
     return {name: float(values[0]) for name, values in found.items()}
 
 
-def predict(params: model.Params, x, *, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
+def predict(params: model.Params, x, *, batch_size: int = EVAL_BATCH_SIZE, precision: str = "float32") -> np.ndarray:
     """Class probabilities (N, C): softmax of the logits, what Keras's softmax layer outputs."""
-    return np.asarray(jax.nn.softmax(_predict_logits(params, x, batch_size)))
+    return np.asarray(jax.nn.softmax(_predict_logits(params, x, batch_size, precision)))
 
 
-def predict_classes(params: model.Params, x, *, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
+def predict_classes(
+    params: model.Params, x, *, batch_size: int = EVAL_BATCH_SIZE, precision: str = "float32"
+) -> np.ndarray:
     """The most probable class of each sample (N,), as R Keras's `predict_classes`."""
-    return np.asarray(jnp.argmax(_predict_logits(params, x, batch_size), axis=-1))
+    return np.asarray(jnp.argmax(_predict_logits(params, x, batch_size, precision), axis=-1))
 
 
-def _predict_logits(params, x, batch_size):
+def _predict_logits(params, x, batch_size, precision):
     inputs.check_count("batch_size", batch_size)
+    model.check_precision(precision)
     x = inputs.prepare_inputs(x, params, "prediction inputs")
-    return _logits(params, x, batch_size=batch_size)
+    return _logits(params, x, batch_size=batch_size, precision=precision)

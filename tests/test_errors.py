@@ -27,6 +27,7 @@ FLAG_CASES = {
     ),
     "unknown-optax-optimizer": (["--optimizer", "optax.nothing"], "unknown optimizer 'optax.nothing'"),
     "unknown-dataset": (["--dataset", "cifar10"], "argument --dataset: invalid choice: 'cifar10'"),
+    "unknown-precision": (["--precision", "fp8"], "argument --precision: invalid choice: 'fp8'"),
     "missing-data-folder": (["--data-dir", "/no/such/folder"], "data folder /no/such/folder does not exist"),
 }
 

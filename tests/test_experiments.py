@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from helpers import REPO, mnist_dir, run_in_process, small_fashion_mnist
 
-from jaxmlp import files, plot, train
+from jaxmlp import files, plot, population, train
 
 SEED_SCRIPT = REPO / "experiments" / "mnist_seed.py"
 COMPARE_SCRIPT = REPO / "experiments" / "compare_optimizers.py"
@@ -83,11 +83,14 @@ def test_dataset_flag_reads_fashion_mnist_files(tmp_path, capsys):
         "optax.adamw",
         "--lr",
         "0.01",
+        "--precision",
+        "bf16",
     ]
     code, out, err = run_in_process(SEED_SCRIPT, argv, capsys)
     assert code == 0, err
     assert "fashion_mnist: train (200, 28, 28)" in out
-    assert json.loads((tmp_path / "out" / "summary.json").read_text())["optimizer"] == "optax.adamw"
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["optimizer"] == "optax.adamw" and summary["precision"] == "bf16"
 
 
 @pytest.mark.parametrize(
@@ -207,7 +210,7 @@ def test_benchmark_reports_ratios_to_the_floor(mnist, tmp_path, capsys):
         "--hidden",
         "16",
         "--skip",
-        "seed,keras,torch,precision",
+        "seed,keras,torch",
     ]
     code, out, err = run_in_process(BENCHMARK_SCRIPT, argv, capsys)
     assert code == 0, err
@@ -225,30 +228,128 @@ def test_benchmark_reports_ratios_to_the_floor(mnist, tmp_path, capsys):
     assert "| GEMM floor: one epoch's matmuls |" in out and "| naive loop" in out
 
 
-def test_sweep_trains_each_family_as_one_population_and_reports_timings(mnist, tmp_path, capsys):
-    options = ["--families", "adam", "--seeds", "3", "--lr", "1e-3,3e-3,1e30", "--epochs", "1", "--train-size", "600"]
-    argv = ["--data-dir", str(mnist_dir()), "--out", str(tmp_path), *options, "--throughput", "1,2"]
-    code, out, err = run_in_process(SWEEP_SCRIPT, argv, capsys)
+def test_benchmark_accelerator_suite_writes_every_measurement_and_a_table(mnist, tmp_path, capsys):
+    argv = ["--data-dir", str(mnist_dir()), "--out", str(tmp_path), "--suite", "accelerator", "--train-size", "1024"]
+    code, out, err = run_in_process(
+        BENCHMARK_SCRIPT, [*argv, "--population-sizes", "1,2", "--seed-trainings", "2"], capsys
+    )
     assert code == 0, err
-    result = json.loads((tmp_path / "sweep.json").read_text())
-    assert len(result["runs"]) == 3  # 3 learning rates x 1 seed
-    assert {(r["optimizer"], r["seed"]) for r in result["runs"]} == {("adam", 3)}
-    fine, _, diverged = result["runs"]
-    assert fine["diverged_at_epoch"] is None and 0 < fine["val_accuracy"] <= 1 and 0 < fine["test_accuracy"] <= 1
-    assert (diverged["learning_rate"], diverged["diverged_at_epoch"]) == (1e30, 1)
-    assert diverged["val_accuracy"] is None and diverged["val_loss"] is None and diverged["test_accuracy"] is None
-    assert "| adam | 1e+30 | 3 | diverged in epoch 1 | diverged |" in out
-    assert "diverged 1 of 3" in out  # the progress line
-    timings = result["timings"]
-    assert timings["models"] == 3 and timings["population_seconds"] > 0 and timings["single_seconds"] > 0
-    assert [row["models"] for row in result["throughput"]] == [1, 2]
+    result = json.loads((tmp_path / "accelerator.json").read_text())
+    assert result["suite"] == "accelerator" and result["device_kind"] and result["jax_version"]
+    assert result["targets_judged"] is False and result["total_seconds"] > 0  # 1,024 images: no verdicts
+    assert list(result["seed"]) == ["float32", "tf32", "bf16"]
+    for run in result["seed"].values():
+        assert run["fit_seconds_after_compile"] > 0 and run["epoch_seconds"] > 0 and run["compile_seconds"] > 0
+        assert 0 < run["test_accuracy"] <= 1 and run["target"] == "<= 0.15 s" and run["target_met"] is None
+    throughput = result["throughput"]  # the rows of population.throughput
+    assert [row["models"] for row in throughput["rows"]] == [1, 2] and throughput["target_met"] is None
+    for row in throughput["rows"]:
+        assert row["epoch_seconds"] > 0 and row["compile_seconds"] > 0
+        assert row["model_epochs_per_second"] == pytest.approx(row["models"] / row["epoch_seconds"])
+    first, second = throughput["rows"]
+    assert first["speedup_over_k1"] == 1 and throughput["largest_over_first"] == second["speedup_over_k1"]
+    assert second["speedup_over_k1"] == pytest.approx(
+        second["model_epochs_per_second"] / first["model_epochs_per_second"]
+    )
+    trainings = result["seed_trainings"]
+    assert (trainings["models"], trainings["populations"], trainings["diverged"]) == (2, 1, 0)
+    assert trainings["wall_seconds"] > trainings["compile_seconds"] > 0 and 0 < trainings["median_val_accuracy"] <= 1
+    assert trainings["peak_rss_mb"] > 0 and trainings["target_met"] is None
+    assert "| what | value | target | met? |" in out and "| seed 5 epochs after compilation, bf16 |" in out
+    assert "| population K = 2, float32 |" in out and "| 2 seed trainings, compilation included, float32 |" in out
+    with pytest.raises(ValueError, match="epochs must be >= 2"):
+        population.throughput(None, None, [1], epochs=1)
+
+
+def test_benchmark_halving_suite_times_the_full_grid_and_halving_and_compares_their_best(mnist, tmp_path, capsys):
+    argv = ["--data-dir", str(mnist_dir()), "--out", str(tmp_path), "--suite", "halving", "--train-size", "600"]
+    code, out, err = run_in_process(
+        BENCHMARK_SCRIPT, [*argv, "--optimizer", "adam", "--learning-rates", "1", "--epochs", "2"], capsys
+    )
+    assert code == 0, err
+    result = json.loads((tmp_path / "halving.json").read_text())
+    full, halved = result["full"], result["halving"]
+    assert result["members"] == 2 and full["rungs"] == [2] and halved["rungs"] == [1, 2]  # lr 1e-4, seeds 0 and 1
+    assert (full["model_epochs"], halved["model_epochs"]) == (4, 2 + 1)  # 2 members, then the better one
+    assert (full["programs"], halved["programs"]) == (1, 2)
+    assert result["time_ratio"] == pytest.approx(halved["wall_seconds"] / full["wall_seconds"])
+    assert result["best_val_accuracy_gap"] == pytest.approx(full["best_val_accuracy"] - halved["best_val_accuracy"])
+    assert full["best"]["optimizer"] == "adam" and 0 < halved["best_test_accuracy"] <= 1
+    assert "| full | [2] | 4 | 1 |" in out and "halving takes " in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--suite", "gpu"], "error: argument --suite: invalid choice: 'gpu'"),
+        (["--population-sizes", "1,0"], "error: argument --population-sizes: must be > 0"),
+        (["--population-sizes", "4"], "error: --population-sizes not used by --suite classic"),
+        (["--suite", "accelerator", "--repeats", "2"], "error: --repeats not used by --suite accelerator"),
+        (["--suite", "halving", "--seed-trainings", "2"], "error: --seed-trainings not used by --suite halving"),
+        (["--train-size", "100"], "error: --train-size not used by --suite classic"),
+    ],
+)
+def test_benchmark_bad_flags_give_one_line_and_exit_2(argv, message, tmp_path, capsys):
+    code, _, err = run_in_process(BENCHMARK_SCRIPT, [*argv, "--out", str(tmp_path)], capsys)
+    assert code == 2 and err.startswith(message) and len(err.strip().splitlines()) == 1
+
+
+def test_sweep_runs_a_grid_with_halving_and_writes_results_a_figure_and_the_best(mnist, tmp_path, capsys):
+    options = ["--optimizer", "rmsprop,adam", "--lr", "1e-3,1e30", "--seed", "0-1", "--hidden", "32"]
+    options += ["--epochs", "2", "--halving", "2", "--train-size", "600", "--throughput", "1"]
+    code, out, err = run_in_process(
+        SWEEP_SCRIPT, ["--data-dir", str(mnist_dir()), "--out", str(tmp_path), *options], capsys
+    )
+    assert code == 0, err
+    result = json.loads((tmp_path / "results.json").read_text())
+    rows = result["results"]
+    assert len(rows) == 8 and result["rungs"] == [1, 2] and result["halving"] == 2
+    assert [(r["optimizer"], r["learning_rate"], r["seed"]) for r in rows[:4]] == [
+        ("rmsprop", 1e-3, 0),
+        ("rmsprop", 1e-3, 1),
+        ("rmsprop", 1e30, 0),
+        ("rmsprop", 1e30, 1),
+    ]
+    diverged = [r for r in rows if r["learning_rate"] == 1e30]
+    assert all(r["diverged_at_epoch"] == 1 and r["test_accuracy"] is None for r in diverged)
+    finished = [r for r in rows if r["epochs_trained"] == 2]
+    assert len(finished) == 4 and all(r["learning_rate"] == 1e-3 for r in finished)  # 8 // 2 go on
+    assert all(0 < r["test_accuracy"] <= 1 and len(r["history"]["val_accuracy"]) == 2 for r in finished)
+    assert [row["models"] for row in result["throughput"]] == [1]
+    assert result["config"]["optimizer"] == ["rmsprop", "adam"] and result["jax_version"]
+    assert (tmp_path / "results.csv").read_text().count("\n") == 9  # a header and 8 rows
     assert (tmp_path / "sweep.png").read_bytes()[:8] == PNG_MAGIC
-    assert "populations take" in out
+    best = json.loads((tmp_path / "best" / "summary.json").read_text())
+    assert best["val_accuracy"] == max(r["val_accuracy"] for r in finished)
+    assert (tmp_path / "best" / "params.npz").exists() and (tmp_path / "best" / "config.json").exists()
+    assert "rmsprop-h32-b128/rung1: epoch 1/1 - 2 of 4 training - best val_accuracy so far" in out
+    assert "rung 1 at epoch 1: 4 members go on to epoch 2" in out
+    assert "| optimizer | learning_rate | seed | epochs_trained |" in out and "8 members (4 diverged)" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--lr", "fast"], "error: argument --lr: expected a number, got 'fast'"),
+        (["--lr", "1e-3:1e-2:0"], "error: argument --lr: a log range needs at least 2 values; got 0"),
+        (["--seed", "3-1"], "error: argument --seed: a range a-b needs a <= b; got '3-1'"),
+        (["--optimizer", "adam", "--hp", "momentum=0.9"], "error: adam has no hyperparameter momentum; its"),
+        (["--optimizer", "rmsprop", "--hp", "decay=1.5"], "error: decay must be in [0, 1); got 1.5"),
+        (["--dropout", "0.2,1"], "error: regularization dropout must be in [0, 1); got 1.0"),
+        (["--halving", "1"], "error: argument --halving: must be >= 2"),
+        (["--halving", "3", "--min-epochs", "6", "--epochs", "5"], "error: argument --min-epochs: must be at most"),
+        (["--optimizer", ""], "error: argument --optimizer: unknown"),
+    ],
+)
+def test_sweep_bad_input_is_one_line_exit_2_and_nothing_written(argv, message, tmp_path, capsys):
+    code, _, err = run_in_process(SWEEP_SCRIPT, [*argv, "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and err.startswith(message), err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
 def test_a_sweep_killed_and_run_again_ends_with_the_same_results(mnist, tmp_path, capsys):
-    options = ["--data-dir", str(mnist_dir()), "--families", "rmsprop,adam", "--lr", "1e-3,1e30", "--seeds", "0"]
-    options += ["--epochs", "2", "--train-size", "300", "--skip-singles"]
+    options = ["--data-dir", str(mnist_dir()), "--optimizer", "rmsprop", "--lr", "1e-3,1e30", "--seed", "0-1"]
+    options += ["--epochs", "2", "--halving", "2", "--train-size", "300", "--hidden", "32"]
     code, _, err = run_in_process(SWEEP_SCRIPT, [*options, "--out", str(tmp_path / "whole")], capsys)
     assert code == 0, err
     command = [sys.executable, str(SWEEP_SCRIPT), *options]
@@ -256,18 +357,18 @@ def test_a_sweep_killed_and_run_again_ends_with_the_same_results(mnist, tmp_path
     out = tmp_path / "killed"
     victim = subprocess.Popen([*command, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not (out / "checkpoints" / "rmsprop" / "epoch-00001.npz").exists():  # the first population under way
+    while not (out / "checkpoints" / "rmsprop-h32-b128" / "rung1" / "epoch-00001.npz").exists():
         assert victim.poll() is None and time.monotonic() < deadline, "the sweep ended before it could be killed"
         time.sleep(0.005)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    assert not (out / "sweep.json").exists()
+    assert not (out / "results.json").exists()
 
     resumed = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming after epoch" in resumed.stdout
-    results = [json.loads((folder / "sweep.json").read_text()) for folder in (tmp_path / "whole", out)]
-    assert results[1]["runs"] == results[0]["runs"]  # every number, bitwise (CPU); the timings aside
+    assert "resuming rmsprop-h32-b128/rung1 after epoch 1" in resumed.stdout
+    results = [json.loads((folder / "results.json").read_text()) for folder in (tmp_path / "whole", out)]
+    assert results[1]["results"] == results[0]["results"]  # every number, bitwise (CPU); the timings aside
     assert not [p for p in out.rglob("*") if files.is_temporary(p)]
 
 
