@@ -41,6 +41,7 @@ def parse_args(argv):
     parser.add_argument("--tune-epochs", type=cli.positive_int, default=2)
     parser.add_argument("--batch-size", type=cli.positive_int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    cli.add_precision_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -63,6 +64,7 @@ def main(argv=None) -> None:
             epochs=epochs,
             batch_size=args.batch_size,
             validation_split=0.2,
+            precision=args.precision,
         )
         return state, history, time.perf_counter() - start
 
@@ -75,7 +77,7 @@ def main(argv=None) -> None:
             print(f"tune {name:9s} lr={learning_rate:<8g} val_accuracy={tuning[learning_rate][0]:.4f}", flush=True)
         best = max(tuning, key=lambda lr: (tuning[lr][0], -tuning[lr][1]))
         state, history, seconds = run(name, best, args.epochs)
-        test = train.evaluate(state.params, x_test, y_test)
+        test = train.evaluate(state.params, x_test, y_test, precision=args.precision)
         results.append(
             {
                 "optimizer": name,
