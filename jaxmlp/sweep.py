@@ -243,12 +243,12 @@ def member_bytes(member: Member, features: int = 784, classes: int = 10) -> int:
 
 
 def device_memory(devices=None) -> int:
-    """Bytes the devices may hold together: their memory limit (GPU, TPU), or half the host's memory (CPU)."""
+    """Bytes the devices may hold together: their memory limit (GPU, TPU), or the host's memory (CPU)."""
     devices = devices or jax.devices()
     limits = [(d.memory_stats() or {}).get("bytes_limit") for d in devices]
     if all(limits):
         return int(sum(limits))
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def population_limit(member: Member, max_population: int | None = None, devices=None) -> int:
