@@ -423,10 +423,8 @@ def _train_population(members: list[Member], previous: list, x, y, **options):
         init_keys, shuffle_keys = population.member_keys([m.seed for m in members])
         start, keys = population.init_population(init_keys, (784, members[0].hidden, 10)), shuffle_keys
     else:
-        pieces: dict[int, tuple] = {}  # survivors of one earlier population are taken together
-        for states, j in previous:
-            pieces.setdefault(id(states), (states, []))[1].append(j)
-        gathered = [population.member(states, np.asarray(js)) for states, js in pieces.values()]
+        pieces = _by_population(previous)  # survivors of one earlier population are taken together
+        gathered = [population.member(states, np.asarray(js)) for states, js in pieces]
         start, keys = jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *gathered), None
     names = [name for name, _ in members[0].hyperparams]
     values = {"learning_rate": [m.learning_rate for m in members]}
@@ -460,12 +458,19 @@ def _joined(rung_histories: list[loop.History]) -> loop.History:
     )
 
 
+def _by_population(pairs) -> list[tuple]:
+    """[(stacked state, [item, ...]), ...]: (state, item) pairs grouped by the population state they belong to,
+    in order of first appearance."""
+    groups: dict[int, tuple] = {}
+    for states, item in pairs:
+        groups.setdefault(id(states), (states, []))[1].append(item)
+    return list(groups.values())
+
+
 def _evaluate_last(last: dict, test_data, precision: str) -> dict[int, dict]:
     """{member: {"loss", "accuracy"}} on the test data, for every member's last parameters."""
-    found, by_piece = {}, {}
-    for i, (states, j) in last.items():
-        by_piece.setdefault(id(states), (states, []))[1].append((i, j))
-    for states, pairs in by_piece.values():
+    found = {}
+    for states, pairs in _by_population((states, (i, j)) for i, (states, j) in last.items()):
         scores = population.evaluate_population(states.params, *test_data, precision=precision)
         found |= {i: scores[j] for i, j in pairs}
     return found
