@@ -38,9 +38,12 @@ def parse_args(argv):
     parser.add_argument("--epochs", type=cli.nonnegative_int, default=5)
     parser.add_argument("--batch-size", type=cli.positive_int, default=128)
     parser.add_argument(
-        "--optimizer", default="rmsprop", help=f"one of {', '.join(optim.NAMES)}, or optax.<name> (default: rmsprop)"
+        "--optimizer",
+        default="rmsprop",
+        help=f"one of {cli.optimizer_families()} (default learning rates in brackets), "
+        "or optax.<name> (1e-3) (default: rmsprop)",
     )
-    parser.add_argument("--lr", type=cli.positive_float, help="learning rate (default: Keras's for the optimizer)")
+    parser.add_argument("--lr", type=cli.positive_float, help="learning rate (default: the optimizer's, see above)")
     parser.add_argument("--validation-split", type=cli.fraction, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hidden", type=cli.positive_int, default=512, help="units in the hidden layer")
@@ -117,8 +120,9 @@ def main(argv=None) -> None:
     metrics = history.metrics
 
     # 5. evaluate on all 10,000 test images; 6. plot; 7. predict the first ten.
-    test = jaxmlp.evaluate(state.params, test_images, test_labels, precision=args.precision)
-    predicted = jaxmlp.predict_classes(state.params, test_images[:10], precision=args.precision)
+    final = jaxmlp.evaluation_params(state, optimizer)  # the params; schedule-free's average x
+    test = jaxmlp.evaluate(final, test_images, test_labels, precision=args.precision)
+    predicted = jaxmlp.predict_classes(final, test_images[:10], precision=args.precision)
     report(f"test_loss: {test['loss']:.4f} - test_accuracy: {test['accuracy']:.4f}")
     report("first 10 test images, predicted:", " ".join(map(str, predicted)))
     report("                      true:     ", " ".join(map(str, test_labels[:10])))
@@ -127,12 +131,12 @@ def main(argv=None) -> None:
     if metrics:
         plot.plot_history(metrics, out / "history.png")
     plot.plot_predictions(test_images[:10], predicted, test_labels[:10], out / "predictions.png")
-    checkpoint.save_pytree(out / "params.npz", state.params)
+    checkpoint.save_pytree(out / "params.npz", final)
     summary = {
         "dataset": args.dataset,
         "optimizer": args.optimizer,
         "precision": args.precision,
-        "parameters": jaxmlp.count_params(state.params),
+        "parameters": jaxmlp.count_params(final),
         "test_loss": test["loss"],
         "test_accuracy": test["accuracy"],
         "epochs": args.epochs,

@@ -1,4 +1,4 @@
-"""How SGD, momentum, Nesterov, Adagrad, RMSProp and Adam move on two 2-D landscapes.
+"""How SGD, momentum, Nesterov, Adagrad, RMSProp, Adam, AdamW and Lion move on two 2-D landscapes.
 
     python experiments/optimizer_paths.py --out O [--steps 300]
 
@@ -8,7 +8,27 @@ banana, f(x, y) = (1 - x)^2 + 100 (y - x^2)^2, started at (-1.5, 2), minimum at
 (1, 1). Each optimizer runs at the learning rate of a half-decade grid (1e-4 ... 1)
 whose path has the lowest mean log f over --steps steps without leaving the plotted
 window, so each is shown at its best; the grid runs as one vmapped program per
-optimizer.
+optimizer. Every optimizer keeps its defaults (`jaxmlp.optim`) but AdamW, drawn with
+a decoupled decay of 0.1, a common choice in practice: at its default, 1e-4, its path
+is Adam's to the width of a line and would hide it. The decay pulls every step
+towards the origin: on the ravine, whose minimum is the origin, that helps; on
+Rosenbrock, minimum at (1, 1), AdamW settles where the decay balances the gradient,
+short of the minimum. Lion steps by the sign of its momentum, so every coordinate
+moves by exactly the rate at every step (diagonal moves); its slowly decaying
+memory (b2 = 0.99) keeps the sign long after the minimum is passed, so on the ravine
+every rate fast enough to get there carries it out of the window (to x = +4), and
+it is drawn at the fastest rate that stays in, still on its way.
+
+Muon is not drawn. It is an optimizer for matrices: it orthogonalises a weight
+matrix's momentum by Newton-Schulz, and only 2-D leaves get that step (the others,
+here a point of shape (2,), get its NAdamW fallback, so "Muon" on these landscapes
+would draw NAdamW). Even with the point as a 1x2 or 2x1 matrix, its one singular
+value is its length, which Newton-Schulz first normalises to 1 and then takes to
+about 0.70 (five steps of Muon's quintic from 1): every nonzero momentum comes out
+as 0.70 times its unit vector. The step is normalised steepest descent with
+momentum, a fixed length (0.70 lr, times Muon's shape factor) in the momentum's
+direction, sign-free, unlike Lion's. A 2-D point problem says nothing about what
+Muon does to a matrix.
 
 Writes paths.png (the trajectories over contour lines), loss.png (f against step)
 and paths.json (chosen rates, final points and values).
@@ -33,6 +53,8 @@ OPTIMIZERS = {
     "Adagrad": (optim.adagrad, {}),
     "RMSProp": (optim.rmsprop, {}),
     "Adam": (optim.adam, {}),
+    "AdamW": (optim.adamw, {"weight_decay": 0.1}),
+    "Lion": (optim.lion, {}),
 }
 
 

@@ -43,7 +43,13 @@ DEFAULT_FAMILIES = ["rmsprop", "adam", "momentum"]
 def parse_args(argv):
     parser = cli.experiment_parser(__doc__, "runs/sweep", train_size=True)
     grid = parser.add_argument_group("the grid (comma lists, lo:hi:n log ranges, a-b integer ranges)")
-    grid.add_argument("--optimizer", type=cli.names(optim.NAMES), default=DEFAULT_FAMILIES, help="optimizer families")
+    grid.add_argument(
+        "--optimizer",
+        type=cli.names(optim.NAMES),
+        default=DEFAULT_FAMILIES,
+        help=f"optimizer families, from {cli.optimizer_families()} (default learning rates in brackets; "
+        f"default: {','.join(DEFAULT_FAMILIES)})",
+    )
     grid.add_argument("--lr", type=cli.grid_floats, help="learning rates (default: each family's default)")
     grid.add_argument("--seed", type=cli.grid_ints, default=[0], help="seeds, e.g. 0-3 (default 0)")
     grid.add_argument("--hp", type=cli.hyperparameter, action="append", default=[], help="NAME=VALUES, repeatable")

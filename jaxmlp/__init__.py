@@ -5,9 +5,33 @@ from jaxmlp.checkpoint import load_pytree, save_pytree
 from jaxmlp.data import load_dataset, load_mnist, to_categorical
 from jaxmlp.loop import Diverged, History
 from jaxmlp.model import accuracy, apply, count_params, cross_entropy, init_mlp, loss, summary
-from jaxmlp.optim import GradientTransformation, adagrad, adam, apply_updates, rmsprop, sgd
+from jaxmlp.optim import (
+    GradientTransformation,
+    adagrad,
+    adam,
+    adamw,
+    apply_updates,
+    chain,
+    clip_by_global_norm,
+    lion,
+    muon,
+    nadam,
+    nadamw,
+    rmsprop,
+    schedule_free_adamw,
+    sgd,
+)
 from jaxmlp.plot import plot_history
-from jaxmlp.train import TrainState, evaluate, fit, predict, predict_classes, train_epoch, train_step
+from jaxmlp.train import (
+    TrainState,
+    evaluate,
+    evaluation_params,
+    fit,
+    predict,
+    predict_classes,
+    train_epoch,
+    train_step,
+)
 
 __version__ = "0.1.0"
 
@@ -19,21 +43,29 @@ __all__ = [
     "accuracy",
     "adagrad",
     "adam",
+    "adamw",
     "apply",
     "apply_updates",
+    "chain",
     "checkpoint",
+    "clip_by_global_norm",
     "count_params",
     "cross_entropy",
     "evaluate",
+    "evaluation_params",
     "files",
     "fit",
     "hyperparams",
     "init_mlp",
+    "lion",
     "load_dataset",
     "load_mnist",
     "load_pytree",
     "loop",
     "loss",
+    "muon",
+    "nadam",
+    "nadamw",
     "optim",
     "parallel",
     "plot_history",
@@ -43,6 +75,7 @@ __all__ = [
     "regularize",
     "rmsprop",
     "save_pytree",
+    "schedule_free_adamw",
     "schedules",
     "sgd",
     "summary",

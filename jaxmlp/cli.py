@@ -19,7 +19,7 @@ from pathlib import Path
 
 import jax
 
-from jaxmlp import data, model, parallel, sweep
+from jaxmlp import data, model, optim, parallel, sweep
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -169,6 +169,11 @@ def names(choices):
         return chosen
 
     return parse
+
+
+def optimizer_families() -> str:
+    """The families of jaxmlp.optim with their default learning rates, for --help: "sgd (0.01), ..."."""
+    return ", ".join(f"{name} ({optim.default_learning_rate(name):g})" for name in optim.NAMES)
 
 
 def add_distributed_flags(parser: argparse.ArgumentParser) -> None:

@@ -51,19 +51,25 @@ def plot_history(history, path) -> Path:
 
 
 def plot_comparison(histories: dict, path) -> Path:
-    """Validation loss and accuracy per epoch, one line per run: {"adam": metrics, "sgd": metrics, ...}."""
+    """Validation loss and accuracy per epoch, one line per run: {"adam": metrics, "sgd": metrics, ...}.
+
+    Up to 20 runs stay apart: ten colours, then the same ten dashed with other markers;
+    the legend sits to the right of the panels, off the lines.
+    """
     plt = _pyplot()
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    colours = plt.get_cmap("tab10").colors
+    markers = "osD^v<>pXh"
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
     for ax, name in zip(axes, ("val_loss", "val_accuracy")):
-        for label, metrics in histories.items():
+        for i, (label, metrics) in enumerate(histories.items()):
             values = metrics[name]
-            ax.plot(range(1, len(values) + 1), values, "o-", label=label)
+            style = {"color": colours[i % 10], "marker": markers[(i + i // 10 * 3) % 10], "ms": 4}
+            ax.plot(range(1, len(values) + 1), values, "-" if i < 10 else "--", label=label, **style)
         ax.set_xlabel("epoch")
         ax.set_ylabel(name.replace("_", " "))
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    axes[1].legend()
-    figure.tight_layout()
+    axes[1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
     return save_figure(figure, path)
 
 

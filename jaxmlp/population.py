@@ -65,13 +65,14 @@ def init_population_state(params, factory, hyperparams: dict, keys: jax.Array):
         raise ValueError(f"{keys.shape[0] if keys.ndim else 1} shuffling keys for {size} members; give one per member")
     for i in range(size):  # every value is checked as the factory checks its arguments
         factory(**{name: float(v[i]) for name, v in values.items()})
-    optimizer = _family_optimizer(factory, tuple(sorted(values)))
-    opt_state = jax.vmap(optimizer.init)(params)
     dtype = jax.tree.leaves(params)[0].dtype
-    opt_state = opt_state._replace(
-        hyperparams={**opt_state.hyperparams, **{name: jnp.asarray(v, dtype) for name, v in values.items()}}
-    )
-    return optimizer, train.TrainState(jax.tree.map(jnp.copy, params), opt_state, jnp.copy(keys))
+    member_values = {name: jnp.asarray(v, dtype) for name, v in values.items()}
+    # Each member's state is built with its own values (schedule-free keeps b1 in its state).
+    opt_state = jax.vmap(lambda p, v: inject_hyperparams(factory)(**v).init(p))(params, member_values)
+    optimizer = _family_optimizer(factory, tuple(sorted(values)))
+    # Copies: vmap may return one buffer for two leaves (b1 as data and in the state), and training donates each.
+    state = train.TrainState(params, opt_state, keys)
+    return optimizer, jax.tree.map(jnp.copy, state)
 
 
 def continued_population_state(states: train.TrainState, factory, hyperparams: dict, keys=None):
@@ -107,10 +108,20 @@ def _family_optimizer(factory, names: tuple[str, ...]):
 
     The compiled epoch is keyed on the optimizer object, so reusing it is what lets a
     second grid of the same family skip compilation. The values it is built with
-    (0.5, valid for every hyperparameter of jaxmlp.optim) only seed `init`;
-    `init_population_state` replaces them with the grid's.
+    (0.5, valid for every hyperparameter of jaxmlp.optim) are never used: `update`
+    reads each member's from its state, which `init_population_state` builds.
     """
     return inject_hyperparams(factory)(**{name: 0.5 for name in names})
+
+
+def evaluation_params(states: train.TrainState, optimizer_factory) -> model.Params:
+    """Every member's parameters to evaluate and save (`train.evaluation_params`), stacked.
+
+    `optimizer_factory` is the population's family, e.g. `optim.schedule_free_adamw`,
+    whose members are evaluated at x; for the other families these are `states.params`.
+    """
+    optimizer = _family_optimizer(optimizer_factory, ("learning_rate",))
+    return jax.vmap(lambda state: train.evaluation_params(state, optimizer))(states)
 
 
 def stack_regularization(regularization, size: int):

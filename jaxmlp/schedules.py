@@ -66,8 +66,9 @@ def linear_warmup(peak_value, warmup_steps, init_value=0.0, after=None):
     _require_positive_int("warmup_steps", warmup_steps)
 
     def schedule(count):
-        fraction = jnp.clip(count, 0, warmup_steps) / float(warmup_steps)
-        rising = init_value + (peak_value - init_value) * fraction
+        # peak - (peak - init) * (steps left / warmup_steps): optax's rounding, so equal to its bits in float32.
+        remaining = 1 - jnp.clip(count, 0, warmup_steps) / float(warmup_steps)
+        rising = (init_value - peak_value) * remaining + peak_value
         if after is None:
             return rising
         return jnp.where(count < warmup_steps, rising, after(count - warmup_steps))

@@ -345,7 +345,7 @@ def run(
         if not racing:
             break
 
-    tests = _evaluate_last(last, test_data, precision) if test_data is not None else {}
+    tests = _evaluate_last(last, members, test_data, precision) if test_data is not None else {}
     outcomes = [
         o._replace(test=tests.get(i) if o.history.diverged_at_epoch is None else None) for i, o in enumerate(outcomes)
     ]
@@ -354,7 +354,8 @@ def run(
     best_params = None
     if best is not None:
         states, j = last[best]
-        best_params = parallel.to_host(population.member(states.params, j))
+        evaluated = population.evaluation_params(states, _factory(members[best].optimizer))
+        best_params = parallel.to_host(population.member(evaluated, j))
     settings = {
         "epochs": epochs,
         "halving": halving,
@@ -467,11 +468,12 @@ def _by_population(pairs) -> list[tuple]:
     return list(groups.values())
 
 
-def _evaluate_last(last: dict, test_data, precision: str) -> dict[int, dict]:
-    """{member: {"loss", "accuracy"}} on the test data, for every member's last parameters."""
+def _evaluate_last(last: dict, members: list[Member], test_data, precision: str) -> dict[int, dict]:
+    """{member: {"loss", "accuracy"}} on the test data, for every member's last evaluation parameters."""
     found = {}
     for states, pairs in _by_population((states, (i, j)) for i, (states, j) in last.items()):
-        scores = population.evaluate_population(states.params, *test_data, precision=precision)
+        evaluated = population.evaluation_params(states, _factory(members[pairs[0][0]].optimizer))
+        scores = population.evaluate_population(evaluated, *test_data, precision=precision)
         found |= {i: scores[j] for i, j in pairs}
     return found
 

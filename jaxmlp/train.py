@@ -50,6 +50,21 @@ def init_train_state(params: model.Params, optimizer, key: jax.Array) -> TrainSt
     return TrainState(params=params, opt_state=optimizer.init(params), key=key)
 
 
+def evaluation_params(state: TrainState, optimizer) -> model.Params:
+    """The parameters to validate, evaluate, predict with and save.
+
+    `optimizer.eval_params(state.opt_state, state.params)` when the optimizer has that
+    hook, else `state.params`. Schedule-free AdamW trains at y but its answer is the
+    average x (`optim.schedule_free_eval_params`); every other optimizer's answer is the
+    point it trains. `optimizer` may be a name, as in `fit`. Pure, so it works inside
+    jit and vmap (a population's members, `population.evaluation_params`).
+    """
+    if isinstance(optimizer, str):
+        optimizer = optim.from_name(optimizer)
+    hook = getattr(optimizer, "eval_params", None)
+    return state.params if hook is None else hook(state.opt_state, state.params)
+
+
 # --------------------------------------------------------------------------- compiled pieces
 
 
@@ -186,15 +201,16 @@ def guarded_epoch(
 ):
     """One epoch and its validation, as one program; a state whose numbers go non-finite is not kept.
 
-        new, sums = train_epoch(state, x, y)                 # sums = [summed loss, number correct]
-        val_sums = evaluation_sums(new.params, *validation)   # None without validation
+        new, sums = train_epoch(state, x, y)                    # sums = [summed loss, number correct]
+        val_sums = evaluation_sums(evaluation_params(new, optimizer), *validation)   # None without validation
         finite = sums, val_sums, new parameters and optimizer state all finite
-        state = new if (active and finite) else state        # jnp.where, inside the program
+        state = new if (active and finite) else state           # jnp.where, inside the program
 
     So a model that diverges stays at its last finite state without a second program
     or a copy on the host, and an inactive one (a population's diverged member) stays
     as it is. `fit` jits this; `fit_population` vmaps it over the members. Training
-    and validation both run their matmuls at `precision`.
+    and validation both run their matmuls at `precision`; validation measures the
+    optimizer's evaluation parameters (schedule-free's x; the params for the others).
     Returns (state, sums (2,), val_sums (2,) or None, finite (bool)).
     """
     new, sums = train_epoch(
@@ -202,7 +218,8 @@ def guarded_epoch(
     )
     val_sums = None
     if validation is not None:
-        val_sums = evaluation_sums(new.params, *validation, batch_size=EVAL_BATCH_SIZE, mesh=mesh, precision=precision)
+        evaluated = evaluation_params(new, optimizer)
+        val_sums = evaluation_sums(evaluated, *validation, batch_size=EVAL_BATCH_SIZE, mesh=mesh, precision=precision)
     numbers = [sums, val_sums, *jax.tree.leaves((new.params, new.opt_state))]
     finite = jnp.all(jnp.stack([jnp.isfinite(a).all() for a in numbers if a is not None and _is_float(a)]))
     keep = jnp.logical_and(active, finite)

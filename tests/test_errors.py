@@ -23,7 +23,8 @@ FLAG_CASES = {
     "validation-split-negative": (["--validation-split", "-0.2"], "argument --validation-split: must be in [0, 1)"),
     "unknown-optimizer": (
         ["--optimizer", "adamax"],
-        "unknown optimizer 'adamax'; choose one of sgd, momentum, nesterov, rmsprop, adagrad, adam, or optax.<name>",
+        "unknown optimizer 'adamax'; choose one of sgd, momentum, nesterov, rmsprop, adagrad, adam, adamw, nadam, "
+        "nadamw, lion, muon, schedule_free_adamw, or optax.<name>",
     ),
     "unknown-optax-optimizer": (["--optimizer", "optax.nothing"], "unknown optimizer 'optax.nothing'"),
     "unknown-dataset": (["--dataset", "cifar10"], "argument --dataset: invalid choice: 'cifar10'"),

@@ -133,9 +133,11 @@ def test_compare_optimizers_tunes_on_validation_and_writes_table_and_figure(mnis
         "--out",
         str(tmp_path),
         "--optimizers",
-        "sgd,adam",
+        "sgd,lion",
         "--grid",
         "1e-3,0.1",
+        "--family-grid",
+        "lion=1e-4,1e-3,0.1",
         "--epochs",
         "2",
         "--tune-epochs",
@@ -146,20 +148,36 @@ def test_compare_optimizers_tunes_on_validation_and_writes_table_and_figure(mnis
     code, out, err = run_in_process(COMPARE_SCRIPT, argv, capsys)
     assert code == 0, err
     results = json.loads((tmp_path / "compare.json").read_text())["results"]
-    assert [r["optimizer"] for r in results] == ["sgd", "adam"]
+    assert [r["optimizer"] for r in results] == ["sgd", "lion"]
+    assert [r["grid"] for r in results] == [[1e-3, 0.1], [1e-4, 1e-3, 0.1]]  # --family-grid wins over --grid
     for r in results:
-        scores = r["tuning_val_accuracy"]
-        assert set(scores) == {"0.001", "0.1"}
-        assert scores[str(r["learning_rate"])] == max(scores.values())  # the winner is the best on validation
-        assert len(r["history"]["val_accuracy"]) == 2 and 0 < r["test_accuracy"] <= 1
+        scores, losses = r["tuning_val_accuracy"], r["tuning_val_loss"]
+        assert set(scores) == set(losses) == {str(rate) for rate in r["grid"]}
+        best = max((s, -losses[rate]) for rate, s in scores.items() if s is not None)
+        assert (scores[str(r["learning_rate"])], -losses[str(r["learning_rate"])]) == best  # best on validation
+        assert r["at_grid_edge"] == (r["learning_rate"] in (min(r["grid"]), max(r["grid"])))
+        assert len(r["history"]["val_accuracy"]) == 2 and 0 < r["test_accuracy"] <= 1 and r["test_loss"] > 0
+        assert r["fit_seconds"] > 0 and r["tuning_seconds"] > 0
     assert results[0]["learning_rate"] == 0.1  # plain SGD at 1e-3 barely moves in one epoch
     assert "| optimizer | learning rate | val accuracy | test accuracy |" in out
+    assert "| lion | " in out
     assert (tmp_path / "compare.png").read_bytes()[:8] == PNG_MAGIC
 
 
-def test_compare_optimizers_rejects_unknown_names(tmp_path, capsys):
-    code, _, err = run_in_process(COMPARE_SCRIPT, ["--optimizers", "sgd,lion", "--out", str(tmp_path)], capsys)
-    assert code == 2 and err.startswith("error: argument --optimizers: unknown lion; choose from sgd,momentum")
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--optimizers", "sgd,lamb"], "argument --optimizers: unknown lamb; choose from sgd,momentum"),
+        (["--optimizers", "sgd,sgd"], "argument --optimizers: sgd given twice"),
+        (["--grid", "1e-3,-1"], "argument --grid: must be a finite number > 0"),
+        (["--family-grid", "lion"], "argument --family-grid: expected FAMILY=RATES"),
+        (["--family-grid", "lamb=1e-3"], "argument --family-grid: unknown lamb; choose from sgd,momentum"),
+        (["--optimizers", "sgd", "--family-grid", "lion=1e-4"], "argument --family-grid: lion is not among"),
+    ],
+)
+def test_compare_optimizers_rejects_bad_flags_in_one_line(argv, message, tmp_path, capsys):
+    code, _, err = run_in_process(COMPARE_SCRIPT, [*argv, "--out", str(tmp_path)], capsys)
+    assert code == 2 and err.startswith(f"error: {message}") and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("setting", ["folder", "off"])
@@ -406,7 +424,7 @@ def test_optimizer_paths_picks_a_rate_per_optimizer_and_draws_both_landscapes(tm
     results = json.loads((tmp_path / "paths.json").read_text())["results"]
     assert set(results) == {"ravine", "Rosenbrock"}
     for runs in results.values():
-        assert set(runs) == {"SGD", "momentum", "Nesterov", "Adagrad", "RMSProp", "Adam"}
+        assert set(runs) == {"SGD", "momentum", "Nesterov", "Adagrad", "RMSProp", "Adam", "AdamW", "Lion"}
         for run in runs.values():
             assert 1e-4 <= run["learning_rate"] <= 1
     start = 0.5 * (7.0**2 + 50 * 1.5**2)

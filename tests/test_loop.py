@@ -132,3 +132,13 @@ def test_the_progress_line_of_a_model_and_of_a_population():
     assert "val_accuracy best 0.7000, median 0.6500, worst 0.6000" in loop.format_record(population, 5)
     gone = {"epoch": 1, "loss": [None, None], "accuracy": [None, None], "seconds": 0.5}
     assert loop.format_record(gone, 5) == "Epoch 1/5 - 0.50s - diverged 2 of 2"
+
+
+def test_schedule_free_resumes_bitwise_with_its_average_and_step_count(tmp_path):
+    optimizer = optim.schedule_free_adamw(3e-3, warmup_steps=4)
+    whole, whole_history = fit(optimizer=optimizer)
+    with pytest.raises(Crash):
+        fit(tmp_path, optimizer=optimizer, on_epoch_end=crash_after(2))
+    resumed, history = fit(tmp_path, optimizer=optimizer)
+    assert_trees_equal(resumed, whole)  # y, z, the weight sum, the step count: bitwise (CPU)
+    assert history.metrics == whole_history.metrics

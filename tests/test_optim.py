@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import assert_trees_close
+from helpers import assert_trees_close, assert_trees_close_to_scale, small_network
 
 from jaxmlp import hyperparams, model, optim, schedules
 from jaxmlp.optim import adagrad, adam, rmsprop, sgd
@@ -114,16 +114,6 @@ CASES = [
 IDS = [case[0] for case in CASES]
 
 
-def small_network(dtype):
-    """A 6-5-3 MLP and a fixed batch: gradients are recomputed at the current parameters every step."""
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(32, 6)), dtype)
-    labels = jnp.asarray(rng.integers(0, 3, 32))
-    params = model.init_mlp(jax.random.key(0), (6, 5, 3), dtype)
-    params[0]["b"] = jnp.full(5, 0.1, dtype)
-    return params, x, labels
-
-
 def trajectory(optimizer, params, x, labels, steps=STEPS):
     """Every iterate p_1 .. p_steps of full-batch training, as a pytree with a leading step axis."""
 
@@ -135,18 +125,6 @@ def trajectory(optimizer, params, x, labels, steps=STEPS):
 
     _, path = jax.jit(lambda p: jax.lax.scan(step, (p, optimizer.init(p)), None, length=steps))(params)
     return path
-
-
-def assert_trees_close_to_scale(actual, expected, rtol):
-    """|a - e| <= rtol * (|e| + max|e|) per leaf: relative error, measured against the leaf's scale near zero.
-
-    Float32 trajectories drift by a few ulps wherever XLA fuses the two programs
-    differently; elements crossing zero would fail any purely elementwise rtol.
-    """
-    assert jax.tree.structure(actual) == jax.tree.structure(expected)
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
-        e = np.asarray(e)
-        np.testing.assert_allclose(np.asarray(a), e, rtol=rtol, atol=rtol * np.abs(e).max())
 
 
 @pytest.mark.parametrize("name, ours, theirs, our_lr, optax_lr", CASES, ids=IDS)
@@ -448,7 +426,10 @@ def test_from_name():
     assert optim.default_learning_rate("sgd") == 0.01 and optim.default_learning_rate("rmsprop") == 1e-3
     adamw = optim.from_name("optax.adamw", 1e-2)
     adamw.update(params, adamw.init(params), params)
-    with pytest.raises(ValueError, match="choose one of sgd, momentum, nesterov, rmsprop, adagrad, adam"):
+    with pytest.raises(
+        ValueError,
+        match="choose one of sgd, momentum, nesterov, rmsprop, adagrad, adam, adamw, nadam, nadamw, lion, muon, sched",
+    ):
         optim.from_name("rmsporp")
     with pytest.raises(ValueError, match="optax has no optimizer called 'nope'"):
         optim.from_name("optax.nope")

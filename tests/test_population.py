@@ -241,3 +241,34 @@ def test_a_population_checkpoint_refuses_another_size_or_grid(tmp_path):
     with pytest.raises(checkpoint.ConfigurationMismatch, match=message):
         grid([1e-3, 3e-3, 2e-2], tmp_path, epochs=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-00001.npz"]
+
+
+@pytest.mark.parametrize(
+    "factory, hyperparams",
+    [
+        (optim.schedule_free_adamw, {"learning_rate": [3e-3, 1e-2], "b1": [0.9, 0.7]}),
+        (optim.lion, {"learning_rate": [1e-4, 3e-4], "weight_decay": [0.0, 0.1]}),
+        (optim.muon, {"learning_rate": [3e-3, 1e-2]}),
+    ],
+    ids=["schedule_free_adamw", "lion", "muon"],
+)
+def test_the_new_families_train_each_member_as_fit_does(factory, hyperparams):
+    """Each member as fit trains it alone, validated and evaluated at its evaluation parameters."""
+    x, y = random_data(400)
+    keys = jax.random.split(jax.random.key(3), 2)
+    params = population.init_population(jax.random.split(jax.random.key(0), 2), (784, 16, 10))
+    options = {"epochs": 2, "batch_size": 64, "validation_split": 0.25}
+    states, histories = population.fit_population(
+        params, x, y, optimizer_factory=factory, hyperparams=hyperparams, keys=keys, **options
+    )
+    evaluated = population.evaluation_params(states, factory)
+    for i in range(2):
+        optimizer = factory(**{name: values[i] for name, values in hyperparams.items()})
+        alone, history = train.fit(
+            train.init_train_state(member(params, i), optimizer, keys[i]), x, y, optimizer=optimizer, **options
+        )
+        assert_trees_close(member(evaluated, i), train.evaluation_params(alone, optimizer), rtol=1e-4, atol=1e-5)
+        assert histories[i].metrics["val_loss"] == pytest.approx(history.metrics["val_loss"], rel=1e-4)
+    if factory is optim.schedule_free_adamw:  # each member keeps its own b1, and is evaluated at its own x
+        assert [float(b1) for b1 in states.opt_state.inner_state.b1] == pytest.approx([0.9, 0.7])
+        assert not jax.numpy.allclose(evaluated[0]["w"], states.params[0]["w"])

@@ -216,3 +216,25 @@ def test_sweep_errors_name_what_to_fix(mnist):
         sweep.run([], x[:100], y[:100], epochs=1)
     with pytest.raises(ValueError, match="max_population must be"):
         sweep.run(members, x[:100], y[:100], epochs=1, max_population=0)
+
+
+def test_a_schedule_free_sweep_tests_and_keeps_each_members_evaluation_parameters():
+    """The best member's parameters and every test score are schedule-free's x, as fit would give them alone."""
+    from helpers import assert_trees_close, random_data
+
+    from jaxmlp import model, optim, population
+
+    (x, y), test = random_data(500), random_data(200, seed=1)
+    members = sweep.grid(["schedule_free_adamw"], learning_rates=[3e-3, 1e-2], seeds=[0, 1], hidden=[16])
+    result = sweep.run(members, x, y, epochs=2, validation_split=0.2, test_data=test, select="val_loss")
+    for outcome in result.outcomes:
+        assert outcome.test is not None and outcome.epochs_trained == 2
+    best = result.outcomes[result.best].member
+    init_keys, shuffle_keys = population.member_keys([best.seed])
+    optimizer = optim.FAMILIES[best.optimizer](best.learning_rate)
+    start = train.init_train_state(model.init_mlp(init_keys[0], (784, 16, 10)), optimizer, shuffle_keys[0])
+    alone, _ = train.fit(start, x, y, optimizer=optimizer, epochs=2, batch_size=128, validation_split=0.2)
+    assert_trees_close(result.best_params, train.evaluation_params(alone, optimizer), rtol=1e-4, atol=1e-5)
+    assert not jax.numpy.allclose(result.best_params[0]["w"], alone.params[0]["w"], atol=1e-4)  # x, not y
+    tested = train.evaluate(result.best_params, *test)
+    assert tested["loss"] == pytest.approx(result.outcomes[result.best].test["loss"], rel=1e-5)

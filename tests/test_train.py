@@ -249,3 +249,22 @@ def test_nothing_in_the_library_names_a_platform():
     source = "\n".join(p.read_text() for p in Path(train.__file__).parent.glob("*.py"))
     assert not re.search(r"""["'](cpu|gpu|cuda|rocm|tpu)["']""", source, re.IGNORECASE)
     assert "jax.devices(" not in source.replace("jax.devices()", "")  # never a backend argument
+
+
+def test_fit_validates_the_evaluation_parameters_of_a_schedule_free_optimizer():
+    """Schedule-free trains at y but answers with x: fit's val_* are x's, and x is not y."""
+    x, y = random_data(800)
+    params = model.init_mlp(jax.random.key(0), (784, 16, 10))
+    optimizer = optim.schedule_free_adamw(3e-3, warmup_steps=5)
+    state, history = train.fit(params, x, y, optimizer=optimizer, epochs=2, batch_size=64, validation_split=0.25)
+    x_val, y_val = x[600:], y[600:]
+    at_x = train.evaluate(train.evaluation_params(state, optimizer), x_val, y_val)
+    at_y = train.evaluate(state.params, x_val, y_val)
+    assert history.metrics["val_loss"][-1] == pytest.approx(at_x["loss"], rel=1e-6)
+    assert history.metrics["val_accuracy"][-1] == pytest.approx(at_x["accuracy"], abs=1e-9)
+    assert abs(at_y["loss"] - at_x["loss"]) > 1e-4  # the two points really differ
+    by_name = train.evaluation_params(state, "schedule_free_adamw")  # b1 = 0.9 either way
+    assert_trees_equal(by_name, optimizer.eval_params(state.opt_state, state.params))
+    assert_trees_close(by_name, optim.schedule_free_eval_params(state.opt_state, state.params), rtol=1e-6, atol=1e-9)
+    plain = train.TrainState(params, optim.adam(1e-3).init(params), jax.random.key(0))
+    assert train.evaluation_params(plain, optim.adam(1e-3)) is plain.params  # the others answer at their params
