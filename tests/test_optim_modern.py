@@ -592,9 +592,9 @@ INJECTED = [
     (optim.adamw, {"learning_rate": 1e-2, "weight_decay": 0.1}, "weight_decay", 0.3),
     (optim.lion, {"learning_rate": 1e-3, "weight_decay": 0.1, "mask": SMALL_MASK}, "b1", 0.5),
     (optim.muon, {"learning_rate": 1e-2, "weight_decay": 0.1, "consistent_rms": 0.2}, "beta", 0.8),
-    # b1 given at construction: schedule-free keeps it in its state too, for eval_params, so b1 changed in the
-    # hyperparameters after init would leave that copy behind (populations build each member's state instead)
-    (optim.schedule_free_adamw, {"learning_rate": 1e-2, "warmup_steps": 10, "b1": 0.5}, "b2", 0.99),
+    # b1 changed after init: the update and eval_params use the injected value (the state's stored copy, which
+    # only schedule_free_eval_params reads, stays behind; populations build each member's state with its own)
+    (optim.schedule_free_adamw, {"learning_rate": 1e-2, "warmup_steps": 10, "b1": 0.5}, "b1", 0.8),
 ]
 
 
