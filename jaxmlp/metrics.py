@@ -22,16 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxmlp import inputs
+
 ROW_SUM_TOLERANCE = 1e-3  # how far a row of probabilities may sum from 1
-
-
-def _count(name: str, value, smallest: int) -> int:
-    """`value` as a Python int >= smallest, or TypeError / ValueError naming `name`."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int; got {type(value).__name__} {value!r}")
-    if value < smallest:
-        raise ValueError(f"{name} must be >= {smallest}; got {value}")
-    return int(value)
 
 
 def _class_labels(name: str, values, num_classes: int) -> np.ndarray:
@@ -111,7 +104,7 @@ def confusion_matrix(labels, predicted, num_classes: int = 10) -> np.ndarray:
     holds the correct predictions; row i sums to the support of class i, column j
     to the number of times j was predicted.
     """
-    num_classes = _count("num_classes", num_classes, 1)
+    inputs.check_count("num_classes", num_classes)
     labels = _class_labels("labels", labels, num_classes)
     predicted = _class_labels("predicted", predicted, num_classes)
     if labels.shape != predicted.shape:
@@ -178,7 +171,7 @@ def calibration(probabilities, labels, bins: int = 15) -> dict:
     c confident and right a fraction a < c of the time has ECE c - a.
     """
     probabilities, labels = _samples_with_labels(probabilities, labels)
-    bins = _count("bins", bins, 1)
+    inputs.check_count("bins", bins)
     confidence = probabilities.max(axis=1)  # (N,)
     correct = (probabilities.argmax(axis=1) == labels).astype(np.float64)  # (N,)
     # (B + 1,) i / B rounded once, so the edge is the float a user writes (linspace's 3 * 0.2 is 0.6000000000000001).
@@ -212,7 +205,7 @@ def confident_mistakes(probabilities, labels, k: int = 25) -> dict:
         "probability": float64 probability given to the predicted class
     """
     probabilities, labels = _samples_with_labels(probabilities, labels)
-    k = _count("k", k, 0)
+    inputs.check_count("k", k, allow_zero=True)
     predicted = probabilities.argmax(axis=1)  # (N,)
     probability = probabilities.max(axis=1)  # (N,)
     wrong = np.flatnonzero(predicted != labels)  # (W,) ascending sample indices

@@ -231,7 +231,7 @@ def test_confident_mistakes_without_mistakes_is_empty():
         (np.array([True, False]), np.array([0, 1]), 3, TypeError, "labels must be integers"),
         (np.array([0, 3]), np.array([0, 1]), 3, ValueError, "labels must be classes in 0..2"),
         (np.array([0, 1]), np.array([-1, 1]), 3, ValueError, "predicted must be classes in 0..2"),
-        (np.array([0, 1]), np.array([0, 1]), 0, ValueError, "num_classes must be >= 1"),
+        (np.array([0, 1]), np.array([0, 1]), 0, ValueError, "num_classes must be > 0"),
         (np.array([0, 1]), np.array([0, 1]), 3.0, TypeError, "num_classes must be an int"),
     ],
 )
