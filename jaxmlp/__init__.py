@@ -1,6 +1,18 @@
 """jaxmlp: the Keras MNIST example (784 -> 512 relu -> 10 softmax, RMSProp) in functional JAX."""
 
-from jaxmlp import checkpoint, files, hyperparams, loop, optim, parallel, population, regularize, schedules
+from jaxmlp import (
+    checkpoint,
+    digits,
+    files,
+    hyperparams,
+    loop,
+    metrics,
+    optim,
+    parallel,
+    population,
+    regularize,
+    schedules,
+)
 from jaxmlp.checkpoint import load_pytree, save_pytree
 from jaxmlp.data import load_dataset, load_mnist, to_categorical
 from jaxmlp.loop import Diverged, History
@@ -51,6 +63,7 @@ __all__ = [
     "clip_by_global_norm",
     "count_params",
     "cross_entropy",
+    "digits",
     "evaluate",
     "evaluation_params",
     "files",
@@ -63,6 +76,7 @@ __all__ = [
     "load_pytree",
     "loop",
     "loss",
+    "metrics",
     "muon",
     "nadam",
     "nadamw",

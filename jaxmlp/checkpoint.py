@@ -65,6 +65,8 @@ def save_pytree(path, tree, meta: dict | None = None) -> Path:
 
 
 def _open(path):
+    if Path(path).is_file() and not zipfile.is_zipfile(path):  # np.load would try to unpickle it
+        raise ValueError(f"{path}: not a readable .npz file (not a zip archive of arrays, as numpy.savez writes)")
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
@@ -102,11 +104,13 @@ def load_pytree(path, like):
     return jax.tree.unflatten(jax.tree.structure(like), loaded)
 
 
-def load_params(path) -> list[dict[str, jax.Array]]:
+def load_params(path, *, inputs: int | None = None, outputs: int | None = None) -> list[dict[str, jax.Array]]:
     """The MLP parameters in a params.npz (`mnist_seed.py`, `best_mlp.py`, a sweep's best/), sizes read off it.
 
     The file holds "0/w", "0/b", "1/w", ... as `save_pytree(path, params)` writes
-    them; each layer's input must be the previous one's output. ValueError otherwise.
+    them; each layer's input must be the previous one's output, and the network's
+    first and last widths must be `inputs` and `outputs` where given (784 and 10 for
+    an MNIST classifier). ValueError otherwise.
     """
     with _open(path) as archive:
         names = sorted(name for name in archive.files if name != META)
@@ -124,6 +128,10 @@ def load_params(path) -> list[dict[str, jax.Array]]:
                 f"expected w [{width}, n] and b [n] of floats"
             )
         width = w.shape[1]
+    sizes = [params[0]["w"].shape[0]] + [layer["w"].shape[1] for layer in params]
+    for name, expected, actual in (("inputs", inputs, sizes[0]), ("outputs", outputs, sizes[-1])):
+        if expected is not None and actual != expected:
+            raise ValueError(f"{path}: a network of sizes {sizes} has {actual} {name}; expected {expected}")
     return jax.tree.map(jnp.asarray, params)
 
 

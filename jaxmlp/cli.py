@@ -19,7 +19,7 @@ from pathlib import Path
 
 import jax
 
-from jaxmlp import data, model, optim, parallel, sweep
+from jaxmlp import checkpoint, data, model, optim, parallel, sweep
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -49,17 +49,43 @@ def load_data(args, dataset: str = "mnist"):
     return (x_train[:size], y_train[:size]), test
 
 
+class BadInput(ValueError):
+    """A file the user named cannot be used (missing, unreadable, of the wrong kind).
+
+    `run` reports it as `error: <message>` with exit status 2, as argparse does a bad flag.
+    """
+
+
 def run(main, argv=None) -> None:
-    """Call main(argv); exit 1 with `error: <message>` on a user-facing error."""
+    """Call main(argv) and exit with the status it returns (None is 0).
+
+    A user-facing error becomes one line, `error: <message>`, on stderr and exit status
+    2 for BadInput, 1 for any other ValueError, TypeError or OSError.
+    """
     try:
-        main(argv)
+        status = main(argv)
     except (ValueError, TypeError, OSError) as err:  # FileNotFoundError is an OSError
         message = str(err).strip().replace("\n", " ") or type(err).__name__
         print(f"error: {message}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(2 if isinstance(err, BadInput) else 1)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    if status:
+        sys.exit(status)
+
+
+def load_classifier(path) -> model.Params:
+    """The MNIST classifier (784 inputs, 10 classes, any hidden layers) saved in the params file `path`.
+
+    BadInput, naming the file, when it is missing, not an .npz, or holds another network.
+    """
+    if not Path(path).exists():
+        raise BadInput(f"{path}: no such params file (experiments/mnist_seed.py writes one into its --out)")
+    try:
+        return checkpoint.load_params(path, inputs=28 * 28, outputs=10)
+    except (ValueError, OSError) as err:
+        raise BadInput(str(err) if str(path) in str(err) else f"{path}: {err}") from None
 
 
 def _number(kind, text: str):

@@ -27,16 +27,24 @@ grey levels), then placed in a 28x28 image with its centre of mass at the centre
 6. back to uint8 0..255, white ink on black, as `load_mnist` gives the images.
 
 `load_image(path)` reads a PNG, JPEG, BMP (anything Pillow reads, any mode) into the numpy
-array that `mnist_style` takes.
+array that `mnist_style` takes, `decode_image(data, name)` does the same for bytes (the drawing
+page's PNG), and `load_digit(path)` does both steps for a file.
+
+A picture whose grey levels span less than MIN_CONTRAST (8/255) is refused as one colour: a blank
+page photographed or saved as JPEG varies by a few levels, and stretching that noise to a digit
+would classify nothing.
 """
 
 from __future__ import annotations
+
+import io
 
 import numpy as np
 
 IMAGE_SIDE = 28  # MNIST's image, pixels per side
 BOX_SIDE = 20  # the longer side of the digit in it
 CENTRE = (14.0, 14.0)  # where the centre of mass goes, (row, column) in pixel-centre coordinates
+MIN_CONTRAST = 8 / 255  # brightest minus darkest grey level, below which a picture counts as one colour
 INK_THRESHOLD = 0.1  # ink: above this fraction of the brightest pixel, once the background is subtracted
 LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601, Pillow's RGB -> "L" weights
 
@@ -57,25 +65,51 @@ def mnist_style(image) -> np.ndarray:
 
 
 def load_image(path) -> np.ndarray:
-    """The pixels of an image file as `mnist_style` takes them, read by Pillow.
+    """The pixels of an image file as `mnist_style` takes them, read by Pillow (see `decode_image`).
+
+    A missing file raises FileNotFoundError as `open` does; an empty file raises
+    ValueError("<path>: the file is empty"), and one Pillow cannot read
+    ValueError("<path>: not an image (<Pillow's reason>)").
+    """
+    with open(path, "rb") as file:
+        data = file.read()
+    if not data:
+        raise ValueError(f"{path}: the file is empty")
+    return decode_image(data, str(path))
+
+
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    """The pixels of an encoded image (PNG, JPEG, BMP, anything Pillow reads, any mode) as a numpy array.
 
     Returns uint8 (H, W) for grey modes ("1", "L"), (H, W, 4) RGBA for any mode with transparency
     (an alpha band or a transparent palette entry), (H, W, 3) RGB for the other colour modes
     (palette, CMYK, YCbCr, ...), and float (H, W) in 0..1 for 16-bit grey ("I;16" and "I": divided
     by 65535) and as stored for 32-bit float ("F"). Multi-frame files give their first frame.
-    A missing file raises FileNotFoundError as `open` does; a file Pillow cannot read raises
-    ValueError("<path>: not an image (<Pillow's reason>)").
+    Bytes Pillow cannot read raise ValueError("<name>: not an image (<Pillow's reason>)").
     """
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as picture:
+        with Image.open(io.BytesIO(data)) as picture:
             picture.load()
             return _pixels(picture)
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"{path}: not an image ({error})") from error
+    except UnidentifiedImageError:
+        raise ValueError(f"{name}: not an image (in none of the formats Pillow reads: PNG, JPEG, BMP, ...)") from None
+    except (OSError, SyntaxError, ValueError) as error:  # a known format, but truncated or corrupt
+        raise ValueError(f"{name}: not an image ({error})") from error
+
+
+def load_digit(path) -> np.ndarray:
+    """The (28, 28) uint8 MNIST-style digit of an image file: `mnist_style(load_image(path))`.
+
+    Every ValueError names the file ("<path>: image is one colour ..."); a missing file raises
+    FileNotFoundError.
+    """
+    pixels = load_image(path)
+    try:
+        return mnist_style(pixels)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
 
 
 def _pixels(picture) -> np.ndarray:
@@ -145,10 +179,15 @@ def border(grey: np.ndarray) -> np.ndarray:
 
 def ink_of(grey: np.ndarray) -> np.ndarray:
     """(H, W) ink in [0, 1], background 0: inverted when the border's median is above the range's middle,
-    then the border's median subtracted. ValueError when the image is one colour."""
+    then the border's median subtracted. ValueError when the image is one colour (contrast < MIN_CONTRAST)."""
     low, high = float(grey.min()), float(grey.max())
     if high == low:
-        raise ValueError(f"image is one colour (every pixel {low * 255:g}/255): there is no digit in it")
+        raise ValueError(f"image is one colour (every pixel {low * 255:.3g}/255): there is no digit in it")
+    if high - low < MIN_CONTRAST:
+        raise ValueError(
+            f"image is one colour (grey levels {low * 255:.3g} to {high * 255:.3g} of 255, "
+            f"less than {MIN_CONTRAST * 255:.0f} apart): there is no digit in it"
+        )
     background = float(np.median(border(grey)))
     if background > (low + high) / 2:  # light page, dark ink
         return np.clip(background - grey, 0, None)

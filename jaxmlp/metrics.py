@@ -124,6 +124,35 @@ def row_normalised(confusion) -> np.ndarray:
     return _ratio_or_zero(confusion, row_sums)
 
 
+def most_confused(confusion, k: int = 10) -> list[dict]:
+    """(C, C) counts (row = true, column = predicted) -> the k most frequent mistakes, as JSON-ready rows
+    {"label": i, "predicted": j, "count": confusion[i, j], "fraction_of_label": confusion[i, j] / support_i}.
+
+    Only off-diagonal cells with a count above 0 are listed, the largest count first,
+    equal counts in row-major order (lower true class, then lower predicted class).
+    """
+    confusion = _confusion_counts(confusion)
+    inputs.check_count("k", k, allow_zero=True)
+    fractions = row_normalised(confusion)  # (C, C)
+    off_diagonal = np.where(np.eye(len(confusion), dtype=bool), 0, confusion)  # (C, C)
+    cells = np.flatnonzero(off_diagonal)  # (M,) ascending row-major indices
+    order = cells[np.argsort(-off_diagonal.flat[cells], kind="stable")][:k]
+    return [
+        {
+            "label": int(cell // len(confusion)),
+            "predicted": int(cell % len(confusion)),
+            "count": _count(off_diagonal.flat[cell]),
+            "fraction_of_label": float(fractions.flat[cell]),
+        }
+        for cell in order
+    ]
+
+
+def _count(value: float) -> int | float:
+    """A count as a JSON number: an int when whole (counts from `confusion_matrix`), else the float."""
+    return int(value) if float(value).is_integer() else float(value)
+
+
 def per_class(confusion) -> dict:
     """(C, C) counts (row = true, column = predicted) -> {"precision", "recall", "f1", "support": [C] lists,
     "accuracy": float}.
@@ -150,7 +179,7 @@ def per_class(confusion) -> dict:
         "precision": precision.tolist(),
         "recall": recall.tolist(),
         "f1": f1.tolist(),
-        "support": [int(s) if float(s).is_integer() else float(s) for s in support],
+        "support": [_count(s) for s in support],
         "accuracy": float(accuracy),
     }
 

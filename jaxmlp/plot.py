@@ -189,12 +189,185 @@ def plot_sweep(results: list[dict], rungs: list[int], path) -> Path:
 
 def plot_predictions(images, predicted, true, path) -> Path:
     """A row of digits, each titled with its predicted and true class (red when wrong)."""
+    titles = [f"{guess} ({label})" for guess, label in zip(predicted, true)]
+    colours = ["black" if guess == label else "red" for guess, label in zip(predicted, true)]
+    return _digit_grid(images, titles, colours, len(images), "predicted (true)", path)
+
+
+def plot_mistakes(images, mistakes: dict, path, columns: int = 5) -> Path:
+    """The table `metrics.confident_mistakes` returns, as a grid of digits, most confident first.
+
+    `images`: the (N, 28, 28) or (N, 784) images the mistakes index, white ink on black as
+    MNIST stores them (drawn dark on light). Each digit is titled "<predicted> (<probability>),
+    true <label>".
+    """
+    chosen = np.asarray(images)[mistakes["index"]]
+    rows = zip(mistakes["predicted"], mistakes["probability"], mistakes["label"])
+    titles = [f"{guess} ({p:.3f}), true {label}" for guess, p, label in rows]
+    suptitle = "the most confident mistakes: predicted class (its probability), true class"
+    return _digit_grid(chosen, titles, ["firebrick"] * len(titles), columns, suptitle, path)
+
+
+def _digit_grid(images, titles, colours, columns: int, suptitle: str, path) -> Path:
+    """Digits in rows of `columns`, dark on light, each with its title in its colour."""
     plt = _pyplot()
-    figure, axes = plt.subplots(1, len(images), figsize=(1.2 * len(images), 1.6), squeeze=False)
-    for ax, image, guess, label in zip(axes[0], images, predicted, true):
-        ax.imshow(image.reshape(28, 28), cmap="gray_r")
-        ax.set_title(f"{guess} ({label})", color="black" if guess == label else "red", fontsize=9)
+    rows = max(1, -(-len(images) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(1.25 * columns, 1.45 * rows + 0.3), squeeze=False)
+    for ax in axes.flat:
         ax.axis("off")
-    figure.suptitle("predicted (true)", fontsize=9)
+    for ax, image, title, colour in zip(axes.flat, images, titles, colours):
+        ax.imshow(np.reshape(image, (28, 28)), cmap="gray_r", vmin=0, vmax=255)
+        ax.set_title(title, color=colour, fontsize=8)
+    figure.suptitle(suptitle, fontsize=9)
     figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def plot_weights(weights, path, units=None, title: str | None = None) -> Path:
+    """The first layer's weights as 28x28 images, one per hidden unit, on one diverging scale centred at 0.
+
+    `weights`: (784, H), the "w" of the first layer; `units`: the columns to draw, in
+    order (default all). Red is a positive weight (ink there excites the unit), blue a
+    negative one (ink there inhibits it), white 0. All tiles share one colour scale,
+    symmetric about 0 and reaching the 99.5th percentile of |w| over the drawn units,
+    so a pale tile is a unit with small weights; the few larger weights saturate. With
+    up to 100 units each tile is labelled with its unit's index.
+    """
+    plt = _pyplot()
+    weights = np.asarray(weights, dtype=np.float64)
+    units = np.arange(weights.shape[1]) if units is None else np.asarray(units)
+    columns = _grid_columns(len(units))
+    rows = -(-len(units) // columns)
+    tile, gap = 28, 2
+    side = tile + gap
+    mosaic = np.full((rows * side - gap, columns * side - gap), np.nan)  # NaN: the gaps, drawn as background
+    for i, unit in enumerate(units):
+        top, left = (i // columns) * side, (i % columns) * side
+        mosaic[top : top + tile, left : left + tile] = weights[:, unit].reshape(tile, tile)
+    limit = float(np.percentile(np.abs(weights[:, units]), 99.5)) or 1.0
+    colours = plt.get_cmap("RdBu_r").with_extremes(bad="0.85")
+    inches = min(11.0, 0.9 * columns)  # the mosaic's width
+    figure, ax = plt.subplots(figsize=(inches + 1.4, inches * rows / columns + 0.5), layout="constrained")
+    image = ax.imshow(mosaic, cmap=colours, vmin=-limit, vmax=limit, interpolation="nearest")
+    if len(units) <= 100:
+        for i, unit in enumerate(units):
+            top, left = (i // columns) * side, (i % columns) * side
+            ax.text(left + 1, top + 1, str(unit), fontsize=6, va="top", ha="left", color="0.25")
+    ax.axis("off")
+    ax.set_title(title or f"first-layer weights of {len(units)} hidden units", fontsize=10)
+    figure.colorbar(image, ax=ax, shrink=0.6, extend="both", label="weight")
+    return save_figure(figure, path)
+
+
+def _grid_columns(count: int) -> int:
+    """Columns for `count` tiles: a divisor of count between sqrt(count) and twice that, so no row is
+    left part empty (64 -> 8 x 8, 512 -> 32 x 16), else ceil(sqrt(count))."""
+    square = int(np.ceil(np.sqrt(count)))
+    return next((columns for columns in range(square, 2 * square + 1) if count % columns == 0), square)
+
+
+def plot_confusion(confusion, path) -> Path:
+    """A (C, C) confusion matrix (row = true class, column = predicted) in two panels.
+
+    Left: the counts, on a log colour scale so that single mistakes show beside
+    the ~1000 correct ones of a class. Right: each row as a percentage of its true
+    class, the errors only (the diagonal, each class's recall, is written in grey),
+    coloured on their own scale so the most frequent confusions stand out.
+    """
+    from matplotlib.colors import LogNorm
+
+    plt = _pyplot()
+    confusion = np.asarray(confusion)
+    classes = len(confusion)
+    rows = confusion.sum(axis=1, keepdims=True)
+    percent = 100 * np.divide(confusion, rows, out=np.zeros(confusion.shape), where=rows > 0)  # (C, C)
+    errors = np.where(np.eye(classes, dtype=bool), np.nan, percent)
+    figure, (counts, shares) = plt.subplots(1, 2, figsize=(12, 5.4), layout="constrained")
+    shown = np.where(confusion > 0, confusion, np.nan)
+    image = counts.imshow(shown, cmap="Blues", norm=LogNorm(vmin=1, vmax=max(2, confusion.max())))
+    figure.colorbar(image, ax=counts, shrink=0.8, label="test images")
+    error_colours = plt.get_cmap("Reds").with_extremes(bad="0.93")
+    image = shares.imshow(errors, cmap=error_colours, vmin=0, vmax=max(np.nanmax(errors), 1e-9))
+    figure.colorbar(image, ax=shares, shrink=0.8, label="% of the true class")
+    for i in range(classes):
+        for j in range(classes):
+            dark = confusion[i, j] > np.sqrt(max(2, confusion.max()))
+            counts.text(
+                j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7, color="white" if dark else "black"
+            )
+            if i == j:
+                shares.text(j, i, f"{percent[i, j]:.1f}", ha="center", va="center", fontsize=7, color="0.45")
+            elif percent[i, j] >= 0.05:
+                strong = percent[i, j] > 0.6 * np.nanmax(errors)
+                shares.text(
+                    j,
+                    i,
+                    f"{percent[i, j]:.1f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if strong else "black",
+                )
+    for ax, title in ((counts, "counts"), (shares, "% of each true class; errors coloured, diagonal (recall) grey")):
+        ax.set_xticks(range(classes))
+        ax.set_yticks(range(classes))
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(title, fontsize=10)
+    return save_figure(figure, path)
+
+
+def plot_calibration(calibration: dict, path) -> Path:
+    """A reliability diagram (Guo et al., 2017) from `metrics.calibration`'s numbers, with the ECE.
+
+    Top: for each confidence bin, the accuracy of its samples (bar) against the
+    diagonal a perfectly calibrated network would reach, and the bin's mean
+    confidence (black line); the hatched red gap between the two lies above the
+    bar where the network is over-confident, inside it where it is under-confident.
+    The ECE is the gaps' mean weighted by the bins' counts. Bottom: how many
+    samples fall in each bin, on a log scale; empty bins have no bar.
+    """
+    plt = _pyplot()
+    edges = np.asarray(calibration["bins"])
+    left, width = edges[:-1], np.diff(edges)
+    filled = [i for i, n in enumerate(calibration["count"]) if n]
+    accuracy = np.array([calibration["accuracy"][i] for i in filled])
+    confidence = np.array([calibration["mean_confidence"][i] for i in filled])
+    figure, (reliability, counts) = plt.subplots(
+        2, 1, figsize=(5.5, 6.4), sharex=True, gridspec_kw={"height_ratios": (3, 1.2)}, layout="constrained"
+    )
+    reliability.plot([0, 1], [0, 1], "--", color="0.5", linewidth=1, label="perfectly calibrated")
+    reliability.bar(
+        left[filled],
+        accuracy,
+        width[filled],
+        align="edge",
+        color="steelblue",
+        edgecolor="white",
+        label="accuracy in the bin",
+    )
+    gap = {"color": "firebrick", "alpha": 0.35, "edgecolor": "firebrick", "hatch": "//", "align": "edge"}
+    between = np.abs(confidence - accuracy)
+    reliability.bar(left[filled], between, width[filled], bottom=np.minimum(accuracy, confidence), **gap, label="gap")
+    reliability.hlines(
+        confidence, left[filled], left[filled] + width[filled], color="black", linewidth=1.5, label="mean confidence"
+    )
+    reliability.set_xlim(0, 1)
+    reliability.set_ylim(0, 1)
+    reliability.set_ylabel("accuracy")
+    reliability.set_title(f"reliability: expected calibration error {100 * calibration['ece']:.2f}%", fontsize=10)
+    reliability.legend(loc="upper left", fontsize=8)
+    reliability.grid(alpha=0.3)
+    counts.bar(
+        left[filled],
+        np.asarray(calibration["count"])[filled],
+        width[filled],
+        align="edge",
+        color="0.55",
+        edgecolor="white",
+    )
+    counts.set_yscale("log")
+    counts.set_xlabel("confidence (largest predicted probability)")
+    counts.set_ylabel("test images")
+    counts.grid(alpha=0.3)
     return save_figure(figure, path)

@@ -15,7 +15,9 @@ through `jax.random.key_data`), naming the leaf's path in the failure message:
   both count NaN as equal to NaN and -0.0 as equal to 0.0; rtol=0, atol=0 demands exactly equal values too.
 """
 
+import contextlib
 import gzip
+import io
 import os
 import runpy
 import sys
@@ -139,14 +141,27 @@ def poisoned(optimizer, after_steps: int):
 
 def run_in_process(script, argv, capsys):
     """Run a script as __main__ with these flags; returns (exit code, stdout, stderr)."""
+    code = _run_as_main(script, argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_captured(script, argv):
+    """`run_in_process` for module-scoped fixtures, which cannot take capsys: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = _run_as_main(script, argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _run_as_main(script, argv) -> int:
+    """The exit code of running a script as __main__ with sys.argv set to these flags."""
     saved = sys.argv
     sys.argv = [str(script), *argv]
     try:
         runpy.run_path(str(script), run_name="__main__")
-        code = 0
+        return 0
     except SystemExit as exit_:
-        code = exit_.code
+        return exit_.code
     finally:
         sys.argv = saved
-    out, err = capsys.readouterr()
-    return code, out, err

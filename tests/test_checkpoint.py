@@ -66,6 +66,38 @@ def test_save_load_params_round_trip_is_bitwise(tmp_path):
     assert_bitwise_equal(loaded, params)
 
 
+def test_load_params_reads_the_sizes_off_the_file(tmp_path):
+    params = make_params()
+    path = checkpoint.save_pytree(tmp_path / "params.npz", params)
+    assert_bitwise_equal(checkpoint.load_params(path), params)
+    assert_bitwise_equal(checkpoint.load_params(path, inputs=4, outputs=2), params)
+
+
+@pytest.mark.parametrize(
+    "arrays, sizes, message",
+    [
+        ({"weights": np.zeros(3)}, {}, "holds arrays ['weights'], not an MLP's parameters"),
+        ({"0/w": np.zeros((4, 3)), "0/b": np.zeros(3), "1/w": np.zeros((2, 2)), "1/b": np.zeros(2)}, {}, "layer 1"),
+        ({"0/w": np.zeros((4, 3)), "0/b": np.zeros(2)}, {}, "layer 0 has w [4, 3] and b [2]"),
+        ({"0/w": np.zeros((4, 3), int), "0/b": np.zeros(3, int)}, {}, "of floats"),
+        ({"0/w": np.zeros((4, 3)), "0/b": np.zeros(3)}, {"inputs": 784}, "sizes [4, 3] has 4 inputs; expected 784"),
+        ({"0/w": np.zeros((4, 3)), "0/b": np.zeros(3)}, {"outputs": 10}, "sizes [4, 3] has 3 outputs; expected 10"),
+    ],
+)
+def test_load_params_refuses_what_is_not_the_network_asked_for(arrays, sizes, message, tmp_path):
+    path = tmp_path / "params.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=re.escape(f"{path}: ") + ".*" + re.escape(message)):
+        checkpoint.load_params(path, **sizes)
+
+
+def test_a_file_that_is_not_a_zip_archive_is_refused_before_numpy_reads_it(tmp_path):
+    path = tmp_path / "params.npz"
+    path.write_text("0/w,0/b\n")  # numpy would try to unpickle it
+    with pytest.raises(ValueError, match=re.escape(f"{path}: not a readable .npz file (not a zip archive")):
+        checkpoint.load_params(path)
+
+
 def test_save_load_nested_structure_round_trip_is_bitwise(tmp_path):
     special = np.array([-0.0, np.nan, np.inf, -np.inf, 1e-45], np.float32)  # sign of zero, NaN, subnormal
     state = {

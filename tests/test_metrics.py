@@ -221,6 +221,29 @@ def test_confident_mistakes_without_mistakes_is_empty():
     assert mistakes["index"].dtype == np.int64 and mistakes["probability"].dtype == np.float64
 
 
+def test_most_confused_by_hand_with_ties_in_row_major_order():
+    confusion = np.array([[5, 2, 0], [1, 7, 2], [0, 3, 9]])
+    assert metrics.most_confused(confusion) == [
+        {"label": 2, "predicted": 1, "count": 3, "fraction_of_label": 0.25},
+        {"label": 0, "predicted": 1, "count": 2, "fraction_of_label": 2 / 7},
+        {"label": 1, "predicted": 2, "count": 2, "fraction_of_label": 0.2},
+        {"label": 1, "predicted": 0, "count": 1, "fraction_of_label": 0.1},
+    ]  # the diagonal and the empty cells are not mistakes
+    assert metrics.most_confused(confusion, k=2) == metrics.most_confused(confusion)[:2]
+    assert metrics.most_confused(np.diag([3, 4])) == []
+    json.dumps(metrics.most_confused(confusion))  # plain ints and floats
+
+
+def test_most_confused_keeps_fractional_counts():
+    assert metrics.most_confused(np.array([[1.0, 0.5], [0.0, 2.0]]))[0]["count"] == 0.5
+
+
+@pytest.mark.parametrize("k, error", [(-1, ValueError), (2.0, TypeError)])
+def test_most_confused_refuses_bad_k(k, error):
+    with pytest.raises(error, match="^k must be"):
+        metrics.most_confused(np.eye(2), k=k)
+
+
 @pytest.mark.parametrize(
     "labels, predicted, num_classes, error, argument",
     [
@@ -250,11 +273,10 @@ def test_confusion_matrix_refuses_bad_input(labels, predicted, num_classes, erro
         (np.array([["a", "b"], ["c", "d"]]), TypeError, "confusion must hold counts"),
     ],
 )
-def test_row_normalised_and_per_class_refuse_bad_input(confusion, error, argument):
-    with pytest.raises(error, match="^" + argument):
-        metrics.row_normalised(confusion)
-    with pytest.raises(error, match="^" + argument):
-        metrics.per_class(confusion)
+def test_row_normalised_per_class_and_most_confused_refuse_bad_input(confusion, error, argument):
+    for function in (metrics.row_normalised, metrics.per_class, metrics.most_confused):
+        with pytest.raises(error, match="^" + argument):
+            function(confusion)
 
 
 GOOD = np.array([[0.9, 0.1], [0.3, 0.7]])
