@@ -85,7 +85,8 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
     (an alpha band or a transparent palette entry), (H, W, 3) RGB for the other colour modes
     (palette, CMYK, YCbCr, ...), and float (H, W) in 0..1 for 16-bit grey ("I;16" and "I": divided
     by 65535) and as stored for 32-bit float ("F"). Multi-frame files give their first frame.
-    Bytes Pillow cannot read raise ValueError("<name>: not an image (<Pillow's reason>)").
+    Bytes Pillow cannot read raise ValueError("<name>: not an image (<Pillow's reason>)"), and an image
+    over Pillow's decompression-bomb limit ValueError("<name>: image too large (...)").
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -95,6 +96,8 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
             return _pixels(picture)
     except UnidentifiedImageError:
         raise ValueError(f"{name}: not an image (in none of the formats Pillow reads: PNG, JPEG, BMP, ...)") from None
+    except Image.DecompressionBombError as error:  # a small file may declare a huge image
+        raise ValueError(f"{name}: image too large ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:  # a known format, but truncated or corrupt
         raise ValueError(f"{name}: not an image ({error})") from error
 

@@ -3,18 +3,28 @@
 What test modules share besides fixtures (assertions, small data sets, paths) lives in helpers.py.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import jax
 import pytest
 from helpers import mnist_dir
 
+from jaxmlp import cli
+
 # (B,) + (B, 1) and (B, C) + (C,) must be written out; implicit rank promotion hides label bugs.
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-# Experiment scripts run by the tests must not fill the user's compilation cache (~/.cache/jaxmlp/xla);
-# the test of the cache sets its own folder.
-os.environ["JAXMLP_COMPILE_CACHE"] = "off"
+# One compilation cache for the whole test session, in a temporary folder removed at the end: many tests compile
+# the same programs (a fresh optimizer is a new static argument, but the same XLA program), and the experiment
+# scripts, run in this process or in subprocesses, compile them again. The user's cache (~/.cache/jaxmlp/xla) is
+# never touched; the test of the cache itself sets its own folder.
+SESSION_CACHE = tempfile.mkdtemp(prefix="jaxmlp-tests-xla-")
+atexit.register(shutil.rmtree, SESSION_CACHE, ignore_errors=True)
+os.environ["JAXMLP_COMPILE_CACHE"] = SESSION_CACHE
+cli.enable_compilation_cache()
 
 
 @pytest.fixture(scope="session")

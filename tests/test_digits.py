@@ -226,3 +226,11 @@ def test_a_picture_needs_a_contrast_of_8_grey_levels(low, high, refused):
             digits.mnist_style(picture)
     else:
         assert ink_side(digits.mnist_style(picture)) == 20
+
+
+def test_an_image_over_pillows_size_limit_is_refused_naming_it(monkeypatch, tmp_path):
+    path = tmp_path / "poster.png"
+    Image.fromarray(a_digit()).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 2x the limit and more is an error in Pillow
+    with pytest.raises(ValueError, match=re.escape(f"{path}: image too large (")):
+        digits.load_image(path)
