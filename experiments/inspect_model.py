@@ -60,7 +60,7 @@ def main(argv=None) -> None:
     strongest = np.argsort(-norms, kind="stable")[: args.units]  # largest norm first
 
     files.remove_stale_temporaries(out)
-    sizes = [weights.shape[0]] + [layer["w"].shape[1] for layer in params]
+    sizes = jaxmlp.model.layer_sizes(params)
     print(f"{args.params}: a {'-'.join(map(str, sizes))} network; on {len(labels)} test images", end=" ")
     print(f"loss {test['loss']:.4f}, accuracy {test['accuracy']:.4f} ({int((predicted != labels).sum())} wrong)")
 

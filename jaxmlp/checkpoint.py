@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp import files
+from jaxmlp import files, model
 
 
 def leaf_names(tree) -> list[str]:
@@ -128,7 +128,7 @@ def load_params(path, *, inputs: int | None = None, outputs: int | None = None) 
                 f"expected w [{width}, n] and b [n] of floats"
             )
         width = w.shape[1]
-    sizes = [params[0]["w"].shape[0]] + [layer["w"].shape[1] for layer in params]
+    sizes = model.layer_sizes(params)
     for name, expected, actual in (("inputs", inputs, sizes[0]), ("outputs", outputs, sizes[-1])):
         if expected is not None and actual != expected:
             raise ValueError(f"{path}: a network of sizes {sizes} has {actual} {name}; expected {expected}")

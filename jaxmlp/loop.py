@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp import checkpoint, files, optim, parallel
+from jaxmlp import checkpoint, files, model, optim, parallel
 
 
 class History(NamedTuple):
@@ -95,7 +95,7 @@ def run_identity(
     that move in those steps.
     """
     x, y, validation = data
-    sizes = [member_state.params[0]["w"].shape[0]] + [layer["w"].shape[1] for layer in member_state.params]
+    sizes = model.layer_sizes(member_state.params)
     found = {"model": "-".join(map(str, sizes)) + f" {member_state.params[0]['w'].dtype}"}
     if hyperparams is not None:
         found["members"] = state.key.shape[0]

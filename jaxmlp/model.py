@@ -167,6 +167,11 @@ def accuracy(params: Params, x: jax.Array, targets: jax.Array) -> jax.Array:
     return jnp.mean(jnp.argmax(apply(params, x), axis=-1) == class_labels(targets))
 
 
+def layer_sizes(params: Params) -> list[int]:
+    """The widths, input first, as `init_mlp` takes them: [784, 512, 10] for the seed's network."""
+    return [params[0]["w"].shape[0]] + [layer["w"].shape[1] for layer in params]
+
+
 def count_params(params: Params) -> int:
     """Number of scalars in the pytree (407,050 for the seed's network)."""
     return sum(leaf.size for leaf in jax.tree.leaves(params))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxmlp import metrics
 from jaxmlp.files import atomic_write
 
 
@@ -61,8 +62,8 @@ def plot_comparison(histories: dict, path) -> Path:
     markers = "osD^v<>pXh"
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
     for ax, name in zip(axes, ("val_loss", "val_accuracy")):
-        for i, (label, metrics) in enumerate(histories.items()):
-            values = metrics[name]
+        for i, (label, history) in enumerate(histories.items()):
+            values = history[name]
             style = {"color": colours[i % 10], "marker": markers[(i + i // 10 * 3) % 10], "ms": 4}
             ax.plot(range(1, len(values) + 1), values, "-" if i < 10 else "--", label=label, **style)
         ax.set_xlabel("epoch")
@@ -279,35 +280,26 @@ def plot_confusion(confusion, path) -> Path:
     plt = _pyplot()
     confusion = np.asarray(confusion)
     classes = len(confusion)
-    rows = confusion.sum(axis=1, keepdims=True)
-    percent = 100 * np.divide(confusion, rows, out=np.zeros(confusion.shape), where=rows > 0)  # (C, C)
-    errors = np.where(np.eye(classes, dtype=bool), np.nan, percent)
+    percent = 100 * metrics.row_normalised(confusion)  # (C, C)
+    errors = np.where(np.eye(classes, dtype=bool), np.nan, percent)  # (C, C), the diagonal left out
+    largest_error = max(np.nanmax(errors), 1e-9)
+    dark_count = np.sqrt(max(2, confusion.max()))  # the middle of the log colour scale
     figure, (counts, shares) = plt.subplots(1, 2, figsize=(12, 5.4), layout="constrained")
     shown = np.where(confusion > 0, confusion, np.nan)
     image = counts.imshow(shown, cmap="Blues", norm=LogNorm(vmin=1, vmax=max(2, confusion.max())))
     figure.colorbar(image, ax=counts, shrink=0.8, label="test images")
     error_colours = plt.get_cmap("Reds").with_extremes(bad="0.93")
-    image = shares.imshow(errors, cmap=error_colours, vmin=0, vmax=max(np.nanmax(errors), 1e-9))
+    image = shares.imshow(errors, cmap=error_colours, vmin=0, vmax=largest_error)
     figure.colorbar(image, ax=shares, shrink=0.8, label="% of the true class")
+    cell = {"ha": "center", "va": "center", "fontsize": 7}
     for i in range(classes):
         for j in range(classes):
-            dark = confusion[i, j] > np.sqrt(max(2, confusion.max()))
-            counts.text(
-                j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7, color="white" if dark else "black"
-            )
+            counts.text(j, i, str(confusion[i, j]), color="white" if confusion[i, j] > dark_count else "black", **cell)
             if i == j:
-                shares.text(j, i, f"{percent[i, j]:.1f}", ha="center", va="center", fontsize=7, color="0.45")
+                shares.text(j, i, f"{percent[i, j]:.1f}", color="0.45", **cell)
             elif percent[i, j] >= 0.05:
-                strong = percent[i, j] > 0.6 * np.nanmax(errors)
-                shares.text(
-                    j,
-                    i,
-                    f"{percent[i, j]:.1f}",
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if strong else "black",
-                )
+                strong = percent[i, j] > 0.6 * largest_error
+                shares.text(j, i, f"{percent[i, j]:.1f}", color="white" if strong else "black", **cell)
     for ax, title in ((counts, "counts"), (shares, "% of each true class; errors coloured, diagonal (recall) grey")):
         ax.set_xticks(range(classes))
         ax.set_yticks(range(classes))

@@ -111,3 +111,8 @@ def test_summary_prints_a_keras_table(key, capsys):
         assert expected in text
     model.summary(model.init_mlp(key, (4, 3, 2)), print_fn=None)
     assert capsys.readouterr().out == ""
+
+
+def test_layer_sizes_are_what_init_mlp_was_given():
+    assert model.layer_sizes(model.init_mlp(jax.random.key(0), (784, 512, 10))) == [784, 512, 10]
+    assert model.layer_sizes(model.init_mlp(jax.random.key(0), (6, 5, 4, 3))) == [6, 5, 4, 3]
